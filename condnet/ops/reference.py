@@ -1,0 +1,135 @@
+"""The specification: CondNet's conditional-classifier ops in plain PyTorch.
+
+Every fast path (the C++ CPU kernels, the CUDA and Triton kernels) is tested
+against the functions in this file. They run on any device and dtype; float16
+and bfloat16 inputs compute the softmax in float32, run the products with
+float32 accumulation (PyTorch's matmul does) and return the input dtype.
+
+Shapes: x (B, C, H, W), N = H * W pixels, K classes.
+
+    g = Wg x + bg                  guide logits (B, K, H, W)
+    p = softmax_k(g)               soft class masks, never returned
+    f = (1 / N) p x^T              class features (B, K, C)
+    y = w x + beta                 per-image classifier logits (B, K, H, W)
+
+The 1/N factor divides by the pixel count, not by sum_n p: that is what the
+released CondNet model does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "class_pool",
+    "dynamic_classify",
+    "project_official",
+    "project_per_class",
+]
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def class_pool(
+    x: torch.Tensor,
+    guide_weight: torch.Tensor,
+    guide_bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Guide logits and class-wise masked average pooling.
+
+    Args:
+        x: features (B, C, H, W).
+        guide_weight: (K, C) weights of the 1x1 guidance classifier.
+        guide_bias: optional (K,) bias of the guidance classifier.
+
+    Returns:
+        ``(guide_logits, class_feats)`` of shapes (B, K, H, W) and (B, K, C).
+    """
+    B, C, H, W = x.shape
+    N = H * W
+    x_flat = x.reshape(B, C, N)
+    g = torch.matmul(guide_weight, x_flat)
+    if guide_bias is not None:
+        g = g + guide_bias[:, None]
+    p = torch.softmax(g.float() if g.dtype in _LOW_PRECISION else g, dim=1)
+    # p / N is formed in float32 before rounding to x's dtype, so low-precision
+    # inputs lose no more than one rounding of p.
+    f = torch.matmul((p / N).to(x.dtype), x_flat.transpose(1, 2))
+    return g.reshape(B, -1, H, W), f
+
+
+def dynamic_classify(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-image 1x1 classifier: ``y[b] = weight[b] @ x[b] + bias[b]``.
+
+    Args:
+        x: features (B, C, H, W).
+        weight: per-image classifier weights (B, K, C).
+        bias: optional per-image biases (B, K).
+
+    Returns:
+        logits (B, K, H, W).
+    """
+    B, C, H, W = x.shape
+    y = torch.matmul(weight, x.reshape(B, C, H * W))
+    if bias is not None:
+        y = y + bias[:, :, None]
+    return y.reshape(B, -1, H, W)
+
+
+def project_per_class(
+    class_feats: torch.Tensor,
+    proj_weight: torch.Tensor,
+    proj_bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clean projection: one (C+1) x C matrix per class.
+
+    ``theta[b, k] = proj_weight[k] @ class_feats[b, k] + proj_bias[k]``; the
+    first C entries of theta are the class's weights, the last its bias.
+
+    Args:
+        class_feats: (B, K, C).
+        proj_weight: (K, C + 1, C).
+        proj_bias: optional (K, C + 1).
+
+    Returns:
+        ``(weight, bias)`` of shapes (B, K, C) and (B, K).
+    """
+    theta = torch.einsum("kjc,bkc->bkj", proj_weight, class_feats)
+    if proj_bias is not None:
+        theta = theta + proj_bias
+    return theta[..., :-1], theta[..., -1]
+
+
+def project_official(
+    class_feats: torch.Tensor,
+    proj_weight: torch.Tensor,
+    proj_bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The released model's projection: a grouped 1x1 conv, groups=K.
+
+    The class features are read class-major as C*K input channels; the conv
+    has C*K + K outputs, C + 1 per group. Its first C*K outputs, read
+    class-major, are the weights and its last K outputs the biases. Group
+    boundaries therefore do not line up with classes (all K biases come from
+    the last group); released checkpoints were trained with exactly this.
+
+    Args:
+        class_feats: (B, K, C).
+        proj_weight: (C*K + K, C, 1, 1), the conv weight as stored in
+            released checkpoints; (C*K + K, C) is accepted too.
+        proj_bias: optional (C*K + K,).
+
+    Returns:
+        ``(weight, bias)`` of shapes (B, K, C) and (B, K).
+    """
+    B, K, C = class_feats.shape
+    if proj_weight.dim() == 2:
+        proj_weight = proj_weight[:, :, None, None]
+    out = F.conv2d(class_feats.reshape(B, K * C, 1, 1), proj_weight, proj_bias, groups=K)
+    out = out.reshape(B, K * C + K)
+    return out[:, : K * C].reshape(B, K, C), out[:, K * C :]

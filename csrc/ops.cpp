@@ -1,0 +1,31 @@
+// The op contract: every condnet op's schema, in one TORCH_LIBRARY block.
+// Kernels live in cpu/ and cuda/, each registering its own dispatch key;
+// autograd and fake (meta) kernels are registered from Python.
+#include <torch/library.h>
+#include <torch/headeronly/version.h>
+
+#include <string>
+
+#include "build_info.h"
+
+namespace condnet {
+
+std::string build_info() {
+  std::string info = "torch=" TORCH_VERSION ";cpu=1";
+  info += ";" + cuda_build_info();
+  return info;
+}
+
+}  // namespace condnet
+
+TORCH_LIBRARY(condnet, m) {
+  m.def("class_pool(Tensor x, Tensor guide_weight, Tensor? guide_bias) -> (Tensor, Tensor)");
+  m.def(
+      "class_pool_backward(Tensor? grad_guide_logits, Tensor? grad_class_feats, Tensor x, "
+      "Tensor guide_weight, Tensor guide_logits) -> (Tensor, Tensor, Tensor)");
+  m.def("dynamic_classify(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
+  m.def(
+      "dynamic_classify_backward(Tensor grad_logits, Tensor x, Tensor weight) "
+      "-> (Tensor, Tensor, Tensor)");
+  m.def("build_info() -> str", &condnet::build_info);
+}
