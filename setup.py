@@ -83,7 +83,8 @@ def extension():
     if not _want_cuda():
         print("condnet: building the CPU kernels only")
         return CppExtension(
-            "condnet._C", sources + ["csrc/build_info_nocuda.cpp"],
+            "condnet._C",
+            sources + ["csrc/build_info_nocuda.cpp"],
             extra_compile_args={"cxx": cxx_flags},
         )
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")

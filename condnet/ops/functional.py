@@ -17,8 +17,7 @@ def _autocast(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         return tensors
     dtype = torch.get_autocast_dtype(x.device.type)
     return tuple(
-        t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
-        for t in tensors
+        t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors
     )
 
 

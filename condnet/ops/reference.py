@@ -56,7 +56,7 @@ def class_pool(
     # p / N is formed in float32 before rounding to x's dtype, so low-precision
     # inputs lose no more than one rounding of p.
     f = torch.matmul((p / N).to(x.dtype), x_flat.transpose(1, 2))
-    return g.reshape(B, -1, H, W), f
+    return g.reshape(B, guide_weight.shape[0], H, W), f
 
 
 def dynamic_classify(
@@ -78,7 +78,7 @@ def dynamic_classify(
     y = torch.matmul(weight, x.reshape(B, C, H * W))
     if bias is not None:
         y = y + bias[:, :, None]
-    return y.reshape(B, -1, H, W)
+    return y.reshape(B, weight.shape[1], H, W)
 
 
 def project_per_class(

@@ -72,5 +72,7 @@ def register() -> None:
         "condnet::class_pool", _class_pool_backward, setup_context=_class_pool_setup
     )
     torch.library.register_autograd(
-        "condnet::dynamic_classify", _dynamic_classify_backward, setup_context=_dynamic_classify_setup
+        "condnet::dynamic_classify",
+        _dynamic_classify_backward,
+        setup_context=_dynamic_classify_setup,
     )

@@ -20,7 +20,7 @@ std::tuple<at::Tensor, at::Tensor> class_pool_forward(
     const at::Tensor& x_in, const at::Tensor& guide_weight,
     const std::optional<at::Tensor>& guide_bias) {
   check_class_pool_inputs(x_in, guide_weight, guide_bias);
-  at::NoGradGuard no_grad;
+  const KernelScope scope;
   const int64_t B = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
   const int64_t N = H * W, K = guide_weight.size(0);
   at::Tensor g = at::empty({B, K, H, W}, x_in.options());
@@ -70,7 +70,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_pool_backward(
   check_grad(guide_logits, x_in, {B, K, H, W}, "guide_logits");
   check_grad(grad_g, x_in, {B, K, H, W}, "grad_guide_logits");
   check_grad(grad_f, x_in, {B, K, C}, "grad_class_feats");
-  at::NoGradGuard no_grad;
+  const KernelScope scope;
 
   const auto acc = acc_type(x_in.scalar_type());
   const auto acc_opts = x_in.options().dtype(acc);

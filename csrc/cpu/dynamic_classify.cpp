@@ -18,7 +18,7 @@ namespace {
 at::Tensor dynamic_classify_forward(const at::Tensor& x_in, const at::Tensor& weight,
                                     const std::optional<at::Tensor>& bias) {
   check_dynamic_classify_inputs(x_in, weight, bias);
-  at::NoGradGuard no_grad;
+  const KernelScope scope;
   const int64_t B = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
   const int64_t N = H * W, K = weight.size(1);
   at::Tensor y = at::empty({B, K, H, W}, x_in.options());
@@ -51,7 +51,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dynamic_classify_backward(
   const int64_t B = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
   const int64_t N = H * W, K = weight.size(1);
   check_grad(grad_y, x_in, {B, K, H, W}, "grad_logits");
-  at::NoGradGuard no_grad;
+  const KernelScope scope;
   at::Tensor dx = at::empty({B, C, H, W}, x_in.options());
   if (B == 0) return {dx, at::zeros(weight.sizes(), x_in.options()), at::zeros({B, K}, x_in.options())};
 

@@ -9,7 +9,8 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include <algorithm>
 #include <cmath>
@@ -29,6 +30,13 @@ struct Chunks {
     length = ((N + want - 1) / want + kTile - 1) / kTile * kTile;
     count = (N + length - 1) / length;
   }
+};
+
+// The CPU kernels compose ATen ops on tiles; those must run as plain math,
+// not be recorded by autograd or recast by an enclosing autocast region.
+struct KernelScope {
+  at::NoGradGuard no_grad;
+  c10::impl::ExcludeDispatchKeyGuard no_autocast{c10::autocast_dispatch_keyset};
 };
 
 // float for float/half/bfloat16 inputs, double for double.

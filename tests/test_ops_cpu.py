@@ -1,0 +1,163 @@
+"""The C++ CPU kernels against the reference: values, gradients, gradcheck,
+determinism. Shapes cover B=1, K=1, odd H and W, C not a multiple of 8, and
+images large enough to span several pixel chunks."""
+
+import pytest
+import torch
+
+import condnet.ops as ops
+from condnet.ops import reference
+from tests.opcases import TOLERANCES, make_inputs, needs_extension
+
+pytestmark = needs_extension
+
+SHAPES = [  # B, C, K, H, W
+    (2, 16, 5, 8, 8),
+    (1, 13, 1, 7, 9),
+    (3, 5, 7, 1, 1),
+    (2, 21, 19, 33, 47),  # 1551 pixels: two chunks, a partial last tile
+    (1, 3, 150, 5, 3),
+]
+
+
+def _ext(fn):
+    return lambda *a: fn(*a, backend="extension")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("bias", [True, False])
+def test_forward_matches_reference(shape, dtype, bias):
+    x, gw, gb, w, b = make_inputs(*shape, dtype=dtype, bias=bias)
+    g, f = ops.class_pool(x, gw, gb, backend="extension")
+    g_ref, f_ref = reference.class_pool(x, gw, gb)
+    torch.testing.assert_close(g, g_ref, **TOLERANCES[dtype])
+    torch.testing.assert_close(f, f_ref, **TOLERANCES[dtype])
+    y = ops.dynamic_classify(x, w, b, backend="extension")
+    torch.testing.assert_close(y, reference.dynamic_classify(x, w, b), **TOLERANCES[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_forward_close_to_float64_truth(dtype):
+    x, gw, gb, w, b = make_inputs(2, 24, 9, 11, 13)
+    lo = [t.to(dtype) for t in (x, gw, gb, w, b)]
+    g, f = ops.class_pool(*lo[:3], backend="extension")
+    y = ops.dynamic_classify(lo[0], lo[3], lo[4], backend="extension")
+    assert g.dtype == f.dtype == y.dtype == dtype
+    # Truth from the dtype-rounded inputs, so only the kernel's error remains.
+    exact = [t.double() for t in lo]
+    g64, f64 = reference.class_pool(*exact[:3])
+    y64 = reference.dynamic_classify(exact[0], exact[3], exact[4])
+    for out, truth in ((g, g64), (f, f64), (y, y64)):
+        torch.testing.assert_close(out.double(), truth, **TOLERANCES[dtype])
+
+
+def _grads(fn, inputs, upstream):
+    inputs = [t.detach().clone().requires_grad_(True) if t is not None else None for t in inputs]
+    outs = fn(*inputs)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    pairs = [(o, u) for o, u in zip(outs, upstream, strict=True) if u is not None]
+    torch.autograd.backward([o for o, _ in pairs], [u for _, u in pairs])
+    return list(outs), [t.grad if t is not None else None for t in inputs]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("which", ["both", "feats_only", "logits_only"])
+def test_class_pool_gradients_match_reference(shape, dtype, which):
+    B, C, K, H, W = shape
+    x, gw, gb, _, _ = make_inputs(*shape, dtype=dtype)
+    gen = torch.Generator().manual_seed(3)
+    dg = torch.randn(B, K, H, W, generator=gen, dtype=torch.float64).to(dtype)
+    df = torch.randn(B, K, C, generator=gen, dtype=torch.float64).to(dtype)
+    upstream = {"both": (dg, df), "feats_only": (None, df), "logits_only": (dg, None)}[which]
+    _, grads = _grads(_ext(ops.class_pool), (x, gw, gb), upstream)
+    _, grads_ref = _grads(reference.class_pool, (x, gw, gb), upstream)
+    for name, got, want in zip(("x", "guide_weight", "guide_bias"), grads, grads_ref, strict=True):
+        torch.testing.assert_close(
+            got, want, **TOLERANCES[dtype], msg=lambda m, n=name: f"{n}: {m}"
+        )
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_dynamic_classify_gradients_match_reference(shape, dtype):
+    B, C, K, H, W = shape
+    x, _, _, w, b = make_inputs(*shape, dtype=dtype)
+    dy = torch.randn(B, K, H, W, generator=torch.Generator().manual_seed(4)).to(dtype)
+    _, grads = _grads(_ext(ops.dynamic_classify), (x, w, b), (dy,))
+    _, grads_ref = _grads(reference.dynamic_classify, (x, w, b), (dy,))
+    for got, want in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(got, want, **TOLERANCES[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_gradients(dtype):
+    x, gw, gb, w, b = make_inputs(2, 24, 9, 11, 13)
+    dg = torch.randn(2, 9, 11, 13, generator=torch.Generator().manual_seed(5))
+    df = torch.randn(2, 9, 24, generator=torch.Generator().manual_seed(6))
+    lo = [t.to(dtype) for t in (x, gw, gb, w, b, dg, df)]
+    _, grads = _grads(_ext(ops.class_pool), lo[:3], lo[5:])
+    _, truth = _grads(
+        reference.class_pool, [t.double() for t in lo[:3]], [t.double() for t in lo[5:]]
+    )
+    for got, want in zip(grads, truth, strict=True):
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.double(), want, atol=6e-2, rtol=3e-2)
+
+
+# The last shape spans two pixel chunks; at that size the full Jacobian is
+# too slow, so it is checked along random directions (fast_mode).
+GRADCHECK_SHAPES = [((2, 5, 3, 3, 4), False), ((1, 7, 1, 5, 3), False), ((2, 3, 4, 37, 30), True)]
+
+
+@pytest.mark.parametrize("shape,fast", GRADCHECK_SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_gradcheck_class_pool(shape, fast, bias):
+    x, gw, gb, _, _ = make_inputs(*shape, bias=bias, requires_grad=True)
+    inputs = (x, gw, gb)
+    fn = _ext(ops.class_pool)
+    check = lambda f: torch.autograd.gradcheck(f, inputs, fast_mode=fast)  # noqa: E731
+    assert check(fn)  # upstream gradient on both outputs
+    assert check(lambda *a: fn(*a)[1])  # class features only
+    assert check(lambda *a: fn(*a)[0])  # guide logits only
+
+
+@pytest.mark.parametrize("shape,fast", GRADCHECK_SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_gradcheck_dynamic_classify(shape, fast, bias):
+    x, _, _, w, b = make_inputs(*shape, bias=bias, requires_grad=True)
+    assert torch.autograd.gradcheck(_ext(ops.dynamic_classify), (x, w, b), fast_mode=fast)
+
+
+def test_backward_ops_without_any_upstream_gradient_return_zeros():
+    x, gw, _, _, _ = make_inputs(2, 4, 3, 5, 5)
+    g, _ = torch.ops.condnet.class_pool(x, gw, None)
+    dx, dw, db = torch.ops.condnet.class_pool_backward(None, None, x, gw, g)
+    assert not dx.any() and not dw.any() and not db.any()
+
+
+def test_huge_logits_stay_finite():
+    x, gw, gb, _, _ = make_inputs(2, 6, 4, 5, 5, dtype=torch.float32)
+    g, f = ops.class_pool(x * 1e4, gw, gb, backend="extension")
+    assert torch.isfinite(f).all()
+    torch.testing.assert_close(f, reference.class_pool(x * 1e4, gw, gb)[1], atol=1e-2, rtol=1e-4)
+
+
+def test_results_do_not_depend_on_thread_count():
+    x, gw, gb, w, b = make_inputs(4, 32, 10, 40, 41, dtype=torch.float32, requires_grad=True)
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for n in (1, max(2, threads)):
+            torch.set_num_threads(n)
+            for t in (x, gw, gb, w, b):
+                t.grad = None
+            g, f = ops.class_pool(x, gw, gb, backend="extension")
+            y = ops.dynamic_classify(x, w, b, backend="extension")
+            (g.sum() + (f * f).sum() + (y * y).sum()).backward()
+            runs.append([g, f, y] + [t.grad.clone() for t in (x, gw, gb, w, b)])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b_ in zip(*runs, strict=True):
+        assert torch.equal(a, b_)
