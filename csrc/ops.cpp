@@ -10,9 +10,10 @@
 
 namespace condnet {
 
+// "key=value;..." pairs; condnet.ops.build_info() parses them into a dict.
 std::string build_info() {
-  std::string info = "torch=" TORCH_VERSION ";cpu=1";
-  info += ";" + cuda_build_info();
+  std::string info = "torch=" TORCH_VERSION ";cpu=1;";
+  info.append(cuda_build_info());
   return info;
 }
 
