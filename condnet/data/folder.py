@@ -1,0 +1,82 @@
+"""A dataset of your own: an ``images/`` and an ``annotations/`` folder plus class names.
+
+Layout::
+
+    <root>/images[/<split>]/<name><img_suffix>          (e.g. .jpg)
+    <root>/annotations[/<split>]/<name><ann_suffix>     (e.g. .png, class index per pixel)
+
+Every image (sorted by name) pairs with the annotation of the same stem.
+``classes`` is a sequence of names or the path of a text file with one name per
+line (blank lines ignored). Annotations hold 0..K-1 and 255 for ignore, or, with
+``reduce_zero_label=True``, 0 for "other" and 1..K.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .base import Pipeline, SegDataset, folder_samples, require_dir
+
+FOLDER_LAYOUT = """  <root>/images[/<split>]/<name>.jpg
+  <root>/annotations[/<split>]/<name>.png"""
+
+
+def read_class_names(path: str | os.PathLike) -> tuple[str, ...]:
+    """Class names from a text file, one per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"class list not found: {path} (one class name per line)")
+    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    if not names:
+        raise ValueError(f"class list {path} has no names")
+    return names
+
+
+class FolderDataset(SegDataset):
+    """Images and annotations in two folders (see the module docstring).
+
+    Args:
+        root: the folder holding ``images/`` and ``annotations/``.
+        classes: class names, or a path to a file with one name per line.
+        split: optional sub-folder of both (e.g. ``"train"``).
+        img_suffix, ann_suffix: file endings.
+        palette: one ``(r, g, b)`` per class; default the VOC colour map.
+        pipeline, reduce_zero_label, on_corrupt, ignore_index: see :class:`SegDataset`.
+    """
+
+    LAYOUT = FOLDER_LAYOUT
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        classes: Sequence[str] | str | os.PathLike,
+        split: str | None = None,
+        *,
+        img_suffix: str = ".jpg",
+        ann_suffix: str = ".png",
+        palette: Sequence[Sequence[int]] | None = None,
+        pipeline: Pipeline | None = None,
+        reduce_zero_label: bool = False,
+        on_corrupt: str = "error",
+        ignore_index: int = 255,
+    ):
+        if isinstance(classes, (str, os.PathLike)):
+            classes = read_class_names(classes)
+        self.root = Path(root)
+        self.split = split
+        require_dir(self.root, self.LAYOUT)
+        img_dir, ann_dir = self.root / "images", self.root / "annotations"
+        if split is not None:
+            img_dir, ann_dir = img_dir / split, ann_dir / split
+        samples = folder_samples(img_dir, ann_dir, img_suffix, ann_suffix, self.LAYOUT)
+        super().__init__(
+            samples,
+            classes=classes,
+            palette=palette,
+            pipeline=pipeline,
+            reduce_zero_label=reduce_zero_label,
+            ignore_index=ignore_index,
+            on_corrupt=on_corrupt,
+        )

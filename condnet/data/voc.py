@@ -1,0 +1,123 @@
+"""PASCAL VOC 2012 (21 classes, background included), optionally with SBD's extra masks.
+
+Layout (default root ``data/VOCdevkit/VOC2012``)::
+
+    VOC2012/
+      JPEGImages/<name>.jpg
+      SegmentationClass/<name>.png          (palette PNG: 0..20, 255 = boundary/ignore)
+      ImageSets/Segmentation/{train,val,trainval}.txt
+      # only for split="trainaug" / "aug" (SBD, 10582 / 9118 names):
+      SegmentationClassAug/<name>.png       (8-bit PNG: 0..20)
+      ImageSets/Segmentation/{trainaug,aug}.txt
+
+SBD ("VOCaug", ``data/VOCdevkit/VOCaug/dataset/cls/*.mat``) stores its masks in
+MATLAB files; ``python -m condnet.data.voc_aug data/VOCdevkit`` (needs scipy)
+converts them into ``SegmentationClassAug`` and writes the two split files, as
+mmsegmentation's converter does. A ``SegmentationClassAug`` folder from another
+source (e.g. the widely shared ``SegmentationClassAug.zip``) works too, with
+your own ``trainaug.txt``.
+
+For ``trainaug``/``aug`` each name takes VOC's own ``SegmentationClass`` mask when
+there is one (it has the ignore boundaries) and the SBD mask otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .base import Pipeline, SegDataset, read_split_file, require_dir, require_files
+from .palette import label_colormap
+
+VOC_CLASSES = (
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
+VOC_PALETTE = label_colormap(len(VOC_CLASSES))
+
+VOC_LAYOUT = """  <root>/JPEGImages/<name>.jpg
+  <root>/SegmentationClass/<name>.png
+  <root>/ImageSets/Segmentation/{train,val,trainval}.txt   (one <name> per line)
+  for split='trainaug'/'aug' also (from SBD, see condnet.data.voc_aug):
+  <root>/SegmentationClassAug/<name>.png
+  <root>/ImageSets/Segmentation/{trainaug,aug}.txt"""
+AUG_SPLITS = ("trainaug", "aug")
+
+
+class VOCDataset(SegDataset):
+    """PASCAL VOC 2012 segmentation (see the module docstring).
+
+    Args:
+        root: the ``VOC2012`` folder.
+        split: a stem under ``ImageSets/Segmentation`` (``train``, ``val``,
+            ``trainval``), or ``trainaug``/``aug`` to add the SBD masks.
+        pipeline, reduce_zero_label, on_corrupt, ignore_index: see :class:`SegDataset`
+            (``reduce_zero_label`` is off: 0 is the background class).
+    """
+
+    CLASSES = VOC_CLASSES
+    PALETTE = VOC_PALETTE
+    DEFAULT_ROOT = "data/VOCdevkit/VOC2012"
+    LAYOUT = VOC_LAYOUT
+
+    def __init__(
+        self,
+        root: str | os.PathLike = DEFAULT_ROOT,
+        split: str = "train",
+        *,
+        pipeline: Pipeline | None = None,
+        reduce_zero_label: bool = False,
+        on_corrupt: str = "error",
+        ignore_index: int = 255,
+        classes: Sequence[str] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+    ):
+        self.root = Path(root)
+        self.split = split
+        require_dir(self.root, self.LAYOUT)
+        hint = ""
+        ann_dirs = [self.root / "SegmentationClass"]
+        if split in AUG_SPLITS:
+            ann_dirs.append(self.root / "SegmentationClassAug")
+            hint = (
+                f"\nfor split={split!r} convert SBD first: python -m condnet.data.voc_aug "
+                f"{self.root.parent}"
+            )
+            require_dir(ann_dirs[-1], self.LAYOUT + hint)
+        split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
+        names = read_split_file(split_file, self.LAYOUT + hint)
+        samples = []
+        for name in names:
+            candidates = [d / f"{name}.png" for d in ann_dirs]
+            ann = next((c for c in candidates if c.is_file()), candidates[-1])
+            samples.append((self.root / "JPEGImages" / f"{name}.jpg", ann))
+        require_files(samples, self.LAYOUT, hint)
+        super().__init__(
+            samples,
+            classes=classes,
+            palette=palette,
+            pipeline=pipeline,
+            reduce_zero_label=reduce_zero_label,
+            ignore_index=ignore_index,
+            on_corrupt=on_corrupt,
+        )
