@@ -1,6 +1,10 @@
 // The op contract: every condnet op's schema, in one TORCH_LIBRARY block.
 // Kernels live in cpu/ and cuda/, each registering its own dispatch key;
 // autograd and fake (meta) kernels are registered from Python.
+//
+// The backward ops take output_mask = which of (dx, dweight, dbias) to
+// compute; masked outputs come back undefined (None in Python), as with
+// aten::native_layer_norm_backward.
 #include <torch/library.h>
 #include <torch/headeronly/version.h>
 
@@ -23,10 +27,10 @@ TORCH_LIBRARY(condnet, m) {
   m.def("class_pool(Tensor x, Tensor guide_weight, Tensor? guide_bias) -> (Tensor, Tensor)");
   m.def(
       "class_pool_backward(Tensor? grad_guide_logits, Tensor? grad_class_feats, Tensor x, "
-      "Tensor guide_weight, Tensor guide_logits) -> (Tensor, Tensor, Tensor)");
+      "Tensor guide_weight, Tensor guide_logits, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   m.def("dynamic_classify(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
   m.def(
-      "dynamic_classify_backward(Tensor grad_logits, Tensor x, Tensor weight) "
+      "dynamic_classify_backward(Tensor grad_logits, Tensor x, Tensor weight, bool[3] output_mask) "
       "-> (Tensor, Tensor, Tensor)");
   m.def("build_info() -> str", &condnet::build_info);
 }

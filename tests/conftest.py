@@ -1,4 +1,11 @@
+import os
+import tempfile
+
 import pytest
+
+# A fresh inductor cache per run: compiled graphs cached by an earlier build of
+# the extension could otherwise call an op with its old schema.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="condnet-inductor-"))
 
 import condnet.ops as ops
 

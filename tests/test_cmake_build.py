@@ -36,7 +36,7 @@ LOAD_AND_CHECK = textwrap.dedent(
     g, f = ref.class_pool(xr, gw, gb)
     df = torch.randn_like(f)
     f.backward(df)
-    dx, _, _ = torch.ops.condnet.class_pool_backward(None, df, x, gw, g.detach())
+    dx, _, _ = torch.ops.condnet.class_pool_backward(None, df, x, gw, g.detach(), [True] * 3)
     torch.testing.assert_close(dx, xr.grad, atol=1e-12, rtol=1e-12)
     print("ok")
     """

@@ -133,8 +133,46 @@ def test_gradcheck_dynamic_classify(shape, fast, bias):
 def test_backward_ops_without_any_upstream_gradient_return_zeros():
     x, gw, _, _, _ = make_inputs(2, 4, 3, 5, 5)
     g, _ = torch.ops.condnet.class_pool(x, gw, None)
-    dx, dw, db = torch.ops.condnet.class_pool_backward(None, None, x, gw, g)
+    dx, dw, db = torch.ops.condnet.class_pool_backward(None, None, x, gw, g, [True] * 3)
+    assert dx.shape == x.shape and dw.shape == gw.shape and db.shape == (3,)
     assert not dx.any() and not dw.any() and not db.any()
+
+
+@pytest.mark.parametrize("mask", [(True, False, False), (False, True, False), (False, False, True)])
+def test_backward_output_mask_computes_only_what_is_asked(mask):
+    B, C, K, H, W = 2, 6, 4, 33, 35
+    x, gw, _, w, _ = make_inputs(B, C, K, H, W)
+    g, _ = torch.ops.condnet.class_pool(x, gw, None)
+    dg, df = torch.randn(B, K, H, W, dtype=x.dtype), torch.randn(B, K, C, dtype=x.dtype)
+    full = torch.ops.condnet.class_pool_backward(dg, df, x, gw, g, [True] * 3)
+    part = torch.ops.condnet.class_pool_backward(dg, df, x, gw, g, list(mask))
+    full_dc = torch.ops.condnet.dynamic_classify_backward(dg, x, w, [True] * 3)
+    part_dc = torch.ops.condnet.dynamic_classify_backward(dg, x, w, list(mask))
+    for need, a, b, a_dc, b_dc in zip(mask, full, part, full_dc, part_dc, strict=True):
+        if need:
+            assert torch.equal(a, b) and torch.equal(a_dc, b_dc)
+        else:
+            assert b is None and b_dc is None
+
+
+@pytest.mark.parametrize("needs", [(True, False, False), (False, True, True), (False, False, True)])
+def test_gradients_for_a_subset_of_inputs(needs):
+    x, gw, gb, w, b = make_inputs(2, 7, 5, 6, 9)
+    for op, ref, args in (
+        (ops.class_pool, reference.class_pool, (x, gw, gb)),
+        (ops.dynamic_classify, reference.dynamic_classify, (x, w, b)),
+    ):
+        grads = []
+        for fn in (_ext(op), ref):
+            leaves = [t.clone().requires_grad_(n) for t, n in zip(args, needs, strict=True)]
+            out = fn(*leaves)
+            out = out if isinstance(out, tuple) else (out,)
+            sum(o.square().sum() for o in out).backward()
+            grads.append([t.grad for t in leaves])
+        for got, want, need in zip(*grads, needs, strict=True):
+            assert (got is None) == (not need)
+            if need:
+                torch.testing.assert_close(got, want, **TOLERANCES[torch.float64])
 
 
 def test_huge_logits_stay_finite():
@@ -144,20 +182,30 @@ def test_huge_logits_stay_finite():
     torch.testing.assert_close(f, reference.class_pool(x * 1e4, gw, gb)[1], atol=1e-2, rtol=1e-4)
 
 
-def test_results_do_not_depend_on_thread_count():
-    x, gw, gb, w, b = make_inputs(4, 32, 10, 40, 41, dtype=torch.float32, requires_grad=True)
+def _run_everything(inputs):
+    for t in inputs:
+        t.grad = None
+    x, gw, gb, w, b = inputs
+    g, f = ops.class_pool(x, gw, gb, backend="extension")
+    y = ops.dynamic_classify(x, w, b, backend="extension")
+    (g.sum() + (f * f).sum() + (y * y).sum()).backward()
+    return [g, f, y] + [t.grad.clone() for t in inputs]
+
+
+def test_repeated_runs_are_bitwise_identical():
+    inputs = make_inputs(4, 32, 10, 40, 41, dtype=torch.float32, requires_grad=True)
+    first, second = _run_everything(inputs), _run_everything(inputs)
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_thread_count_changes_only_rounding():
+    inputs = make_inputs(4, 32, 10, 40, 41, dtype=torch.float32, requires_grad=True)
     threads = torch.get_num_threads()
-    runs = []
     try:
-        for n in (1, max(2, threads)):
-            torch.set_num_threads(n)
-            for t in (x, gw, gb, w, b):
-                t.grad = None
-            g, f = ops.class_pool(x, gw, gb, backend="extension")
-            y = ops.dynamic_classify(x, w, b, backend="extension")
-            (g.sum() + (f * f).sum() + (y * y).sum()).backward()
-            runs.append([g, f, y] + [t.grad.clone() for t in (x, gw, gb, w, b)])
+        torch.set_num_threads(1)
+        single = _run_everything(inputs)
     finally:
         torch.set_num_threads(threads)
-    for a, b_ in zip(*runs, strict=True):
-        assert torch.equal(a, b_)
+    for a, b in zip(single, _run_everything(inputs), strict=True):
+        torch.testing.assert_close(a, b, **TOLERANCES[torch.float32])

@@ -27,9 +27,13 @@ def test_opcheck_backward_ops(shape):
     x, gw, _, w, _ = make_inputs(*shape, dtype=torch.float32)
     g, _ = torch.ops.condnet.class_pool(x, gw, None)
     dg, df = torch.randn(B, K, H, W), torch.randn(B, K, C)
-    for grads in ((dg, df), (None, df), (dg, None)):
-        torch.library.opcheck(torch.ops.condnet.class_pool_backward.default, (*grads, x, gw, g))
-    torch.library.opcheck(torch.ops.condnet.dynamic_classify_backward.default, (dg, x, w))
+    masks = ([True, True, True], [True, False, True], [False, True, False])
+    for grads, mask in zip(((dg, df), (None, df), (dg, None)), masks, strict=True):
+        torch.library.opcheck(
+            torch.ops.condnet.class_pool_backward.default, (*grads, x, gw, g, mask)
+        )
+    for mask in masks:
+        torch.library.opcheck(torch.ops.condnet.dynamic_classify_backward.default, (dg, x, w, mask))
 
 
 def classifier(x, gw, gb, pw, pb, backend_name):

@@ -15,8 +15,15 @@ def _class_pool_fake(x, guide_weight, guide_bias):
     return x.new_empty(B, K, H, W), x.new_empty(B, K, C)
 
 
-def _class_pool_backward_fake(grad_guide_logits, grad_class_feats, x, guide_weight, guide_logits):
-    return (
+def _masked(mask, *outputs):
+    return tuple(out if need else None for need, out in zip(mask, outputs, strict=True))
+
+
+def _class_pool_backward_fake(
+    grad_guide_logits, grad_class_feats, x, guide_weight, guide_logits, output_mask
+):
+    return _masked(
+        output_mask,
         x.new_empty(x.shape),
         guide_weight.new_empty(guide_weight.shape),
         guide_weight.new_empty(guide_weight.shape[0]),
@@ -28,8 +35,13 @@ def _dynamic_classify_fake(x, weight, bias):
     return x.new_empty(B, weight.shape[1], H, W)
 
 
-def _dynamic_classify_backward_fake(grad_logits, x, weight):
-    return x.new_empty(x.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[:2])
+def _dynamic_classify_backward_fake(grad_logits, x, weight, output_mask):
+    return _masked(
+        output_mask,
+        x.new_empty(x.shape),
+        weight.new_empty(weight.shape),
+        weight.new_empty(weight.shape[:2]),
+    )
 
 
 def _class_pool_setup(ctx, inputs, output):
@@ -41,12 +53,19 @@ def _class_pool_setup(ctx, inputs, output):
     ctx.set_materialize_grads(False)
 
 
+def _output_mask(ctx) -> list[bool]:
+    """Which of (x, weight, bias) need a gradient; the kernels skip the rest."""
+    need_x, need_w, need_b = ctx.needs_input_grad
+    return [need_x, need_w, need_b and ctx.has_bias]
+
+
 def _class_pool_backward(ctx, grad_guide_logits, grad_class_feats):
     x, guide_weight, guide_logits = ctx.saved_tensors
-    dx, dw, db = torch.ops.condnet.class_pool_backward(
-        grad_guide_logits, grad_class_feats, x, guide_weight, guide_logits
+    return tuple(
+        torch.ops.condnet.class_pool_backward(
+            grad_guide_logits, grad_class_feats, x, guide_weight, guide_logits, _output_mask(ctx)
+        )
     )
-    return dx, dw, db if ctx.has_bias else None
 
 
 def _dynamic_classify_setup(ctx, inputs, output):
@@ -57,8 +76,9 @@ def _dynamic_classify_setup(ctx, inputs, output):
 
 def _dynamic_classify_backward(ctx, grad_logits):
     x, weight = ctx.saved_tensors
-    dx, dw, db = torch.ops.condnet.dynamic_classify_backward(grad_logits, x, weight)
-    return dx, dw, db if ctx.has_bias else None
+    return tuple(
+        torch.ops.condnet.dynamic_classify_backward(grad_logits, x, weight, _output_mask(ctx))
+    )
 
 
 def register() -> None:

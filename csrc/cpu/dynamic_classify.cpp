@@ -2,11 +2,12 @@
 // image, y[b] = w[b] x[b] + beta[b]. The backward makes one pass over x,
 // producing dx tile by tile and accumulating dw and dbeta per chunk.
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <array>
 #include <optional>
+#include <algorithm>
 #include <tuple>
 
 #include "../checks.h"
@@ -31,14 +32,19 @@ at::Tensor dynamic_classify_forward(const at::Tensor& x_in, const at::Tensor& we
   const at::Tensor ba = bias.has_value() ? bias->to(acc).view({B, K, 1})
                                          : at::zeros({B, K, 1}, x.options().dtype(acc));
   const Chunks chunks(N);
+  const bool write_direct = x.scalar_type() == acc;
   at::parallel_for(0, B * chunks.count, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks.count;
       const int64_t start = (item % chunks.count) * chunks.length;
-      const int64_t stop = std::min(N, start + chunks.length);
-      for (int64_t n0 = start; n0 < stop; n0 += kTile) {
-        const int64_t T = std::min(kTile, stop - n0);
-        y3[b].narrow(1, n0, T).copy_(at::addmm(ba[b], wa[b], x[b].narrow(1, n0, T).to(acc)));
+      const int64_t len = std::min(N, start + chunks.length) - start;
+      // One product per pixel: no tile reuse to gain, so one GEMM per chunk.
+      at::Tensor out = y3[b].narrow(1, start, len);
+      const at::Tensor xc = x[b].narrow(1, start, len);
+      if (write_direct) {
+        at::addmm_out(out, ba[b], wa[b], xc);
+      } else {
+        out.copy_(at::addmm(ba[b], wa[b], xc.to(acc)));
       }
     }
   });
@@ -46,44 +52,56 @@ at::Tensor dynamic_classify_forward(const at::Tensor& x_in, const at::Tensor& we
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> dynamic_classify_backward(
-    const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor& weight) {
+    const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor& weight,
+    std::array<bool, 3> output_mask) {
   check_dynamic_classify_inputs(x_in, weight, std::nullopt);
   const int64_t B = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
   const int64_t N = H * W, K = weight.size(1);
   check_grad(grad_y, x_in, {B, K, H, W}, "grad_logits");
   const KernelScope scope;
-  at::Tensor dx = at::empty({B, C, H, W}, x_in.options());
-  if (B == 0) return {dx, at::zeros(weight.sizes(), x_in.options()), at::zeros({B, K}, x_in.options())};
+  const auto [need_dx, need_dw, need_db] = output_mask;
 
+  const auto acc = acc_type(x_in.scalar_type());
+  const auto acc_opts = x_in.options().dtype(acc);
+  const Chunks chunks(N);
+  at::Tensor dx = need_dx ? at::empty({B, C, H, W}, x_in.options()) : at::Tensor();
+  at::Tensor dw_part = at::empty({B, need_dw ? chunks.count : 0, K, C}, acc_opts);
+  at::Tensor db_part = at::empty({B, need_db ? chunks.count : 0, K}, acc_opts);
   const at::Tensor x = x_in.contiguous().view({B, C, N});
   const at::Tensor dy = grad_y.contiguous().view({B, K, N});
-  const at::Tensor dx3 = dx.view({B, C, N});
-  const auto acc = acc_type(x.scalar_type());
-  const auto acc_opts = x.options().dtype(acc);
   const at::Tensor wa_t = weight.to(acc).transpose(1, 2);  // (B, C, K)
-  const Chunks chunks(N);
-  at::Tensor dw_part = at::empty({B, chunks.count, K, C}, acc_opts);
-  at::Tensor db_part = at::empty({B, chunks.count, K}, acc_opts);
+  const bool write_direct = x.scalar_type() == acc;
 
   at::parallel_for(0, B * chunks.count, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks.count, c = item % chunks.count;
       const int64_t start = c * chunks.length;
-      const int64_t stop = std::min(N, start + chunks.length);
-      at::Tensor dw = dw_part[b][c].zero_();
-      at::Tensor db = db_part[b][c].zero_();
-      for (int64_t n0 = start; n0 < stop; n0 += kTile) {
-        const int64_t T = std::min(kTile, stop - n0);
-        const at::Tensor xt = x[b].narrow(1, n0, T).to(acc);   // (C, T)
-        const at::Tensor dyt = dy[b].narrow(1, n0, T).to(acc);  // (K, T)
-        dx3[b].narrow(1, n0, T).copy_(at::mm(wa_t[b], dyt));
-        dw.addmm_(dyt, xt.t());
-        db.add_(dyt.sum(1));
+      const int64_t len = std::min(N, start + chunks.length) - start;
+      // Whole chunks rather than tiles: each x pixel feeds one product only,
+      // and larger GEMMs run faster; the dy chunk is reused while in cache.
+      const at::Tensor dyc = dy[b].narrow(1, start, len).to(acc);  // (K, len)
+      if (need_dx) {
+        at::Tensor out = dx.view({B, C, N})[b].narrow(1, start, len);
+        if (write_direct) {
+          at::mm_out(out, wa_t[b], dyc);
+        } else {
+          out.copy_(at::mm(wa_t[b], dyc));
+        }
+      }
+      if (need_dw) {
+        at::Tensor out = dw_part[b][c];
+        at::mm_out(out, dyc, x[b].narrow(1, start, len).to(acc).t());
+      }
+      if (need_db) {
+        at::Tensor out = db_part[b][c];
+        at::sum_out(out, dyc, 1);
       }
     }
   });
-  return {dx, sum_chunks(dw_part).to(weight.scalar_type()),
-          sum_chunks(db_part).to(weight.scalar_type())};
+  at::Tensor dw, db;
+  if (need_dw) dw = sum_in_order(dw_part, 1).to(weight.scalar_type());
+  if (need_db) db = sum_in_order(db_part, 1).to(weight.scalar_type());
+  return {dx, dw, db};
 }
 
 }  // namespace
