@@ -19,7 +19,6 @@ released CondNet model does.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "class_pool",
@@ -81,6 +80,12 @@ def dynamic_classify(
     return y.reshape(B, weight.shape[1], H, W)
 
 
+def _project(class_feats, proj_weight, proj_bias):
+    """theta[b, k] = proj_weight[k] @ class_feats[b, k] + proj_bias[k]: (B, K, C+1)."""
+    theta = torch.einsum("kjc,bkc->bkj", proj_weight, class_feats)
+    return theta if proj_bias is None else theta + proj_bias
+
+
 def project_per_class(
     class_feats: torch.Tensor,
     proj_weight: torch.Tensor,
@@ -99,9 +104,7 @@ def project_per_class(
     Returns:
         ``(weight, bias)`` of shapes (B, K, C) and (B, K).
     """
-    theta = torch.einsum("kjc,bkc->bkj", proj_weight, class_feats)
-    if proj_bias is not None:
-        theta = theta + proj_bias
+    theta = _project(class_feats, proj_weight, proj_bias)
     return theta[..., :-1], theta[..., -1]
 
 
@@ -118,6 +121,10 @@ def project_official(
     boundaries therefore do not line up with classes (all K biases come from
     the last group); released checkpoints were trained with exactly this.
 
+    Computed as the per-class product (group k of the conv is a (C+1) x C
+    matrix applied to class k's features) read back with the conv's split,
+    which is far faster than a grouped conv with C*K channels.
+
     Args:
         class_feats: (B, K, C).
         proj_weight: (C*K + K, C, 1, 1), the conv weight as stored in
@@ -128,8 +135,7 @@ def project_official(
         ``(weight, bias)`` of shapes (B, K, C) and (B, K).
     """
     B, K, C = class_feats.shape
-    if proj_weight.dim() == 2:
-        proj_weight = proj_weight[:, :, None, None]
-    out = F.conv2d(class_feats.reshape(B, K * C, 1, 1), proj_weight, proj_bias, groups=K)
-    out = out.reshape(B, K * C + K)
+    groups = proj_weight.reshape(K, C + 1, C)
+    bias = None if proj_bias is None else proj_bias.reshape(K, C + 1)
+    out = _project(class_feats, groups, bias).reshape(B, K * (C + 1))
     return out[:, : K * C].reshape(B, K, C), out[:, K * C :]
