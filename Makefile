@@ -1,0 +1,50 @@
+# Two entry points, each of which sets everything up first (a virtual
+# environment in .venv, torch, the compiled extension):
+#
+#   make bench   the main job: the kernel benchmark on this machine's CPU
+#   make test    lint and the test suite
+#
+# Variables: PYTHON (interpreter for the venv), VENV, TORCH_VERSION,
+# TORCHVISION_VERSION, MAX_JOBS. CUDA is built when a toolkit is found
+# (see setup.py); CONDNET_CPU_ONLY=1 skips it.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.14.1
+TORCHVISION_VERSION ?= 0.29.1
+MAX_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PY := $(VENV)/bin/python
+# The venv's tools (ninja, cmake, ruff) first, without activating it.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+SOURCES := setup.py pyproject.toml CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu)
+RESULTS := benchmarks/results
+
+.PHONY: install test bench lint clean
+
+$(VENV)/.deps:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip setuptools wheel
+	$(PY) -m pip install torch==$(TORCH_VERSION) torchvision==$(TORCHVISION_VERSION) ninja
+	touch $@
+
+# Rebuilt whenever a C++/CUDA source or the build files change.
+$(VENV)/.built: $(VENV)/.deps $(SOURCES)
+	MAX_JOBS=$(MAX_JOBS) $(PY) -m pip install --no-build-isolation -e ".[test,bench]"
+	$(PY) -c "import condnet.ops, json; print(json.dumps(condnet.ops.build_info(), indent=1))"
+	touch $@
+
+install: $(VENV)/.built
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/run_kernels.py --device cpu --shapes ade --dtype float32 \
+		--json $(RESULTS)/cpu_kernels.json --markdown $(RESULTS)/cpu_kernels.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info condnet/*.so
