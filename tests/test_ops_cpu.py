@@ -11,12 +11,23 @@ from tests.opcases import TOLERANCES, make_inputs, needs_extension
 
 pytestmark = needs_extension
 
+
+def _random_shapes(count, seed=2021):
+    gen = torch.Generator().manual_seed(seed)
+
+    def draw(lo, hi):
+        return int(torch.randint(lo, hi + 1, (1,), generator=gen))
+
+    return [(draw(1, 4), draw(1, 40), draw(1, 30), draw(1, 45), draw(1, 45)) for _ in range(count)]
+
+
 SHAPES = [  # B, C, K, H, W
     (2, 16, 5, 8, 8),
     (1, 13, 1, 7, 9),
     (3, 5, 7, 1, 1),
     (2, 21, 19, 33, 47),  # 1551 pixels: two chunks, a partial last tile
     (1, 3, 150, 5, 3),
+    *_random_shapes(4),
 ]
 
 
