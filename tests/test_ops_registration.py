@@ -14,8 +14,14 @@ OPCHECK_SHAPES = [(2, 6, 4, 5, 7), (1, 3, 1, 1, 3)]
 @needs_extension
 @pytest.mark.parametrize("shape", OPCHECK_SHAPES)
 @pytest.mark.parametrize("bias", [True, False])
-def test_opcheck_forward_ops(shape, bias):
-    x, gw, gb, w, b = make_inputs(*shape, dtype=torch.float32, bias=bias, requires_grad=True)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_opcheck_forward_ops(shape, bias, channels_last):
+    x, gw, gb, w, b = make_inputs(*shape, dtype=torch.float32, bias=bias)
+    if channels_last:  # fake and real kernels must agree on output strides here too
+        x = x.to(memory_format=torch.channels_last)
+    for t in (x, gw, gb, w, b):
+        if t is not None:
+            t.requires_grad_(True)
     torch.library.opcheck(torch.ops.condnet.class_pool.default, (x, gw, gb))
     torch.library.opcheck(torch.ops.condnet.dynamic_classify.default, (x, w, b))
 

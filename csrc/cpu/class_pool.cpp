@@ -70,14 +70,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_pool_backward(
 
   const auto acc = acc_type(x_in.scalar_type());
   const auto acc_opts = x_in.options().dtype(acc);
-  at::Tensor dx = need_dx ? at::zeros({B, C, H, W}, x_in.options()) : at::Tensor();
-  at::Tensor dw_part = at::zeros({B, need_dw ? 1 : 0, K, C}, acc_opts);
-  at::Tensor db_part = at::zeros({B, need_db ? 1 : 0, K}, acc_opts);
   const bool no_upstream = !grad_g.has_value() && !grad_f.has_value();
   const Chunks chunks(N);
+  // Per-(image, chunk) partial sums of dWg and dbg; none when nothing flows back.
+  const int64_t parts = no_upstream ? 0 : chunks.count;
+  at::Tensor dx;
+  if (need_dx) dx = at::empty({B, C, H, W}, x_in.options());
+  if (need_dx && no_upstream) dx.zero_();
+  at::Tensor dw_part = at::empty({B, need_dw ? parts : 0, K, C}, acc_opts);
+  at::Tensor db_part = at::empty({B, need_db ? parts : 0, K}, acc_opts);
   if (B > 0 && !no_upstream) {
-    dw_part = at::empty({B, need_dw ? chunks.count : 0, K, C}, acc_opts);
-    db_part = at::empty({B, need_db ? chunks.count : 0, K}, acc_opts);
     const at::Tensor x = x_in.contiguous().view({B, C, N});
     const at::Tensor g3 = guide_logits.contiguous().view({B, K, N});
     const at::Tensor wa_t = guide_weight.to(acc).t();  // (C, K)

@@ -1,13 +1,13 @@
 // dynamic_classify on the CPU: a 1x1 classifier whose weights differ per
-// image, y[b] = w[b] x[b] + beta[b]. The backward makes one pass over x,
-// producing dx tile by tile and accumulating dw and dbeta per chunk.
+// image, y[b] = w[b] x[b] + beta[b]. The backward makes one pass over x and
+// dy, chunk by chunk, producing dx and accumulating dw and dbeta per chunk.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 #include <optional>
-#include <algorithm>
 #include <tuple>
 
 #include "../checks.h"
