@@ -7,6 +7,8 @@ import pytest
 # the extension could otherwise call an op with its old schema.
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="condnet-inductor-"))
 
+import torch
+
 import condnet.ops as ops
 
 
@@ -16,3 +18,13 @@ def _no_backend_leak(monkeypatch):
     monkeypatch.delenv("CONDNET_BACKEND", raising=False)
     assert not ops.backend._stack
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run only where CUDA is available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
