@@ -82,6 +82,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_pool_backward(
   if (B > 0 && !no_upstream) {
     const at::Tensor x = x_in.contiguous().view({B, C, N});
     const at::Tensor g3 = guide_logits.contiguous().view({B, K, N});
+    const at::Tensor dx3 = need_dx ? dx.view({B, C, N}) : at::Tensor();
     const at::Tensor wa_t = guide_weight.to(acc).t();  // (C, K)
     // The 1/N of the pooling is folded into grad_f once, up front.
     const at::Tensor dfa =
@@ -111,7 +112,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_pool_backward(
           if (need_dx) {
             at::Tensor dxt = at::mm(wa_t, dgt);
             if (dfa.defined()) dxt.addmm_(dfa[b].t(), p);
-            dx.view({B, C, N})[b].narrow(1, n0, T).copy_(dxt);
+            dx3[b].narrow(1, n0, T).copy_(dxt);
           }
           if (need_dw) dw.addmm_(dgt, xt.t());
           if (need_db) db.add_(dgt.sum(1));
