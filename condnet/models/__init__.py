@@ -1,0 +1,59 @@
+"""CondNet segmentation models: backbones, heads, losses and inference.
+
+Example::
+
+    model = build_model("condnet_r50-d8_ade20k")        # see list_models()
+    losses = model.forward_train(img, label)             # losses["loss"].backward()
+    logits = model(img)                                  # (B, K, H, W)
+    probs = model.eval().predict(img, output="probs")    # released test setting
+    model = load_released("condnet_r50.pth")             # released mmseg checkpoint
+"""
+
+import importlib
+
+from .backbones import BACKBONES, build_backbone
+from .heads import ASPPHead, FCNHead, SepASPPHead, UPerHead
+from .inference import ADE20K_TTA_SCALES, aug_inference, slide_inference, whole_inference
+from .losses import CondNetLoss
+from .segmentor import InferenceConfig, Segmentor
+from .zoo import MODEL_CONFIGS, PLAIN_SUFFIX, ModelConfig, build_model, get_config, list_models
+
+# ``released`` is also a command line entry point (``python -m condnet.models.released``);
+# it loads on first use, so that running it does not import it twice.
+_LAZY = {
+    "convert_released": "released",
+    "infer_model_name": "released",
+    "load_released": "released",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "ADE20K_TTA_SCALES",
+    "BACKBONES",
+    "MODEL_CONFIGS",
+    "PLAIN_SUFFIX",
+    "ASPPHead",
+    "CondNetLoss",
+    "FCNHead",
+    "InferenceConfig",
+    "ModelConfig",
+    "SepASPPHead",
+    "Segmentor",
+    "UPerHead",
+    "aug_inference",
+    "build_backbone",
+    "build_model",
+    "convert_released",
+    "get_config",
+    "infer_model_name",
+    "list_models",
+    "load_released",
+    "slide_inference",
+    "whole_inference",
+]

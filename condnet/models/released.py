@@ -1,0 +1,286 @@
+"""Importing the released CondNet checkpoints (mmseg ``EncoderDecoder`` state
+dicts) into :class:`~condnet.models.Segmentor`, and a converter CLI::
+
+    python -m condnet.models.released IN.pth OUT.pth [--model NAME]
+
+Key mapping (mmseg -> condnet):
+
+- ``backbone.*``: renamed to timm's names by
+  :func:`condnet.models.backbone_weights.convert_state_dict` (ResNet-V1c or
+  Swin, told apart by the keys);
+- ``decode_head.guidance_project.conv.*`` -> ``decode_head.classifier.guidance_project.*``,
+  ``decode_head.filter_project.conv.*`` -> ``decode_head.classifier.filter_project.*``
+  (the conditional classifier, ``layout="official"``);
+- ``decode_head.conv_seg.*`` and ``auxiliary_head.conv_seg.*`` ->
+  ``*.classifier.conv_seg.*`` (plain classifiers);
+- every other ``decode_head.*`` / ``auxiliary_head.*`` key is unchanged (the
+  heads use mmcv's child names).
+
+Without a name, the model is inferred from the checkpoint: backbone (ResNet
+depth or Swin), head (DeepLabV3+ or UPerNet), classifier (conditional or plain)
+and number of classes (150 ADE20K, 59 Pascal Context, 19 Cityscapes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from condnet.nn import ConditionalClassifier
+
+from .backbone_weights import convert_state_dict
+from .segmentor import Segmentor
+from .zoo import MODEL_CONFIGS, build_model
+
+_HEAD_RENAMES = (
+    ("decode_head.guidance_project.conv.", "decode_head.classifier.guidance_project."),
+    ("decode_head.filter_project.conv.", "decode_head.classifier.filter_project."),
+    ("decode_head.conv_seg.", "decode_head.classifier.conv_seg."),
+    ("auxiliary_head.conv_seg.", "auxiliary_head.classifier.conv_seg."),
+)
+_SHOWN = 20  # keys listed per kind in error messages
+
+
+def read_released(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
+    """The tensors of a released checkpoint, keys as stored (mmseg names).
+
+    ``source`` is a path, read with ``torch.load(weights_only=True)`` (a file
+    that pickles anything but tensors and plain containers is refused), or an
+    already loaded checkpoint. Unwraps ``"state_dict"`` (mmcv's wrapper, next
+    to ``"meta"`` and maybe ``"optimizer"``) and a DataParallel ``module.``
+    prefix.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint not found: {path!r}")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # the unpickler raises several types
+            raise ValueError(
+                f"could not read {path!r} with torch.load(weights_only=True) "
+                f"({type(exc).__name__}: {exc}); only tensors and plain containers are "
+                "accepted. If you trust the file, load it yourself and pass the state dict"
+            ) from exc
+    elif isinstance(source, Mapping):
+        checkpoint = source
+    else:
+        raise ValueError(
+            f"source must be a checkpoint path or a state dict; got {type(source).__name__}"
+        )
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"checkpoint must hold a mapping; got {type(checkpoint).__name__}")
+    if isinstance(checkpoint.get("state_dict"), Mapping):
+        checkpoint = checkpoint["state_dict"]
+    state = dict(checkpoint)
+    if state and all(str(k).startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    bad = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if bad:
+        raise ValueError(f"checkpoint values must be tensors; these are not: {bad[:_SHOWN]}")
+    if not state:
+        raise ValueError("checkpoint holds no tensors")
+    return state
+
+
+def _backbone_arch(state: Mapping[str, torch.Tensor]) -> str:
+    keys = [k for k in state if k.startswith("backbone.")]
+    if any(k.startswith(("backbone.stages.", "backbone.patch_embed.")) for k in keys):
+        return "swin"
+    if any(k.startswith(("backbone.stem.", "backbone.layer1.", "backbone.conv1.")) for k in keys):
+        return "resnet"
+    raise ValueError(
+        "cannot tell the backbone: expected ResNet keys (backbone.stem.*, backbone.layer1.*) "
+        f"or Swin keys (backbone.stages.*, backbone.patch_embed.*); got {keys[:5] or 'none'}"
+    )
+
+
+def convert_released(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """mmseg ``EncoderDecoder`` keys -> :class:`Segmentor` keys (see the module
+    docstring). Keys outside the three parts pass through unchanged, so that a
+    strict load reports them."""
+    state = dict(state)
+    backbone = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    out = {}
+    if backbone:
+        converted = convert_state_dict(backbone, _backbone_arch(state))
+        out.update({f"backbone.{k}": v for k, v in converted.items()})
+    for key, value in state.items():
+        if key.startswith("backbone."):
+            continue
+        for old, new in _HEAD_RENAMES:
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        out[key] = value
+    return out
+
+
+def infer_model_name(state: Mapping[str, torch.Tensor]) -> str:
+    """The :func:`~condnet.models.list_models` name a released checkpoint
+    (mmseg keys, or already converted ones) belongs to."""
+    state = convert_released(state)  # a no-op on keys that are already converted
+    if any(k.startswith(("backbone.layers.", "backbone.patch_embed.")) for k in state):
+        backbone = "swin_base_w12"
+    else:
+        blocks = {int(m[1]) for k in state if (m := re.match(r"backbone\.layer3\.(\d+)\.", k))}
+        depth = {6: 50, 23: 101}.get(len(blocks))
+        backbone = None if depth is None else f"resnet{depth}_v1c"
+    if "decode_head.c1_bottleneck.conv.weight" in state:
+        head = "sep_aspp"
+    elif "decode_head.lateral_convs.0.conv.weight" in state:
+        head = "uper"
+    else:
+        head = "aspp"
+    if "decode_head.classifier.guidance_project.weight" in state:
+        classifier, k_from = "conditional", "decode_head.classifier.guidance_project.weight"
+    else:
+        classifier, k_from = "plain", "decode_head.classifier.conv_seg.weight"
+    num_classes = state[k_from].shape[0] if k_from in state else None
+    found = [
+        name
+        for name, c in MODEL_CONFIGS.items()
+        if (c.backbone, c.head, c.classifier, c.num_classes)
+        == (backbone, head, classifier, num_classes)
+    ]
+    if len(found) != 1:
+        raise ValueError(
+            f"cannot tell the model from the checkpoint (backbone={backbone}, head={head}, "
+            f"classifier={classifier}, num_classes={num_classes}); pass name= (one of "
+            f"{', '.join(MODEL_CONFIGS)}) or model="
+        )
+    return found[0]
+
+
+def _check_layout(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    for name, module in model.named_modules():
+        if isinstance(module, ConditionalClassifier) and module.layout != "official":
+            if any(k.startswith(f"{name}.filter_project.") for k in state):
+                raise ValueError(
+                    f"{name} has layout={module.layout!r}; released checkpoints hold the "
+                    "official layout: build the model with layout='official'"
+                )
+
+
+def _shown(keys) -> str:
+    keys = sorted(keys)
+    more = f" ... and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else ""
+    return f"{keys[:_SHOWN]}{more}"
+
+
+def load_converted(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool = True):
+    """Loads condnet-named tensors into ``model``.
+
+    Raises a ValueError listing the missing keys, the unexpected keys (both
+    only when ``strict``) and the keys whose shapes differ (always). BatchNorm
+    ``num_batches_tracked`` counters may be missing.
+    """
+    own = model.state_dict()
+    optional = {k for k in own if k.endswith(".num_batches_tracked")}
+    missing = set(own) - set(state) - optional
+    unexpected = set(state) - set(own)
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(state) & set(own))
+        if state[k].shape != own[k].shape
+    ]
+    if mismatched or (strict and (missing or unexpected)):
+        parts = []
+        if missing and strict:
+            parts.append(f"missing keys ({len(missing)}): {_shown(missing)}")
+        if unexpected and strict:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_shown(unexpected)}")
+        if mismatched:
+            parts.append(f"shape mismatches ({len(mismatched)}): {mismatched[:_SHOWN]}")
+        raise ValueError(f"checkpoint does not fit the model: {'; '.join(parts)}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return model
+
+
+def load_released(
+    source: str | os.PathLike | Mapping,
+    name: str | None = None,
+    model: Segmentor | None = None,
+    strict: bool = True,
+) -> Segmentor:
+    """Loads a released CondNet checkpoint.
+
+    Args:
+        source: the checkpoint path (read with ``weights_only=True``) or its
+            loaded dict / state dict.
+        name: the model to build (:func:`~condnet.models.list_models`);
+            None infers it from the checkpoint's keys and shapes
+            (:func:`infer_model_name`).
+        model: load into this model instead of building one (``name`` must
+            then be None); its conditional classifiers need ``layout="official"``.
+        strict: when False, missing and unexpected keys are ignored (shape
+            mismatches still raise).
+
+    Returns:
+        The model with the weights, in training mode; call ``.eval()`` to predict.
+
+    Raises:
+        ValueError: listing missing, unexpected and mismatched keys.
+    """
+    if name is not None and model is not None:
+        raise ValueError("give name or model, not both")
+    state = convert_released(read_released(source))
+    if model is None:
+        model = build_model(name if name is not None else infer_model_name(state))
+    elif not isinstance(model, nn.Module):
+        raise ValueError(f"model must be an nn.Module; got {type(model).__name__}")
+    _check_layout(model, state)
+    return load_converted(model, state, strict=strict)
+
+
+def _save_atomically(state: Mapping[str, torch.Tensor], path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".condnet-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(dict(state), f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m condnet.models.released",
+        description="Convert a released CondNet (mmseg) checkpoint to a condnet state dict, "
+        "checked by a strict load into the model.",
+    )
+    parser.add_argument("input", help="released checkpoint (.pth)")
+    parser.add_argument("output", help="where to write the condnet state dict")
+    parser.add_argument(
+        "--model", default=None, help="model name (default: inferred from the checkpoint)"
+    )
+    args = parser.parse_args(argv)
+    if args.model is not None and args.model not in MODEL_CONFIGS:
+        parser.error(f"unknown model {args.model!r}; valid names: {', '.join(MODEL_CONFIGS)}")
+    try:
+        state = convert_released(read_released(args.input))
+        name = args.model or infer_model_name(state)
+        model = build_model(name)
+        _check_layout(model, state)
+        load_converted(model, state, strict=True)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _save_atomically(model.state_dict(), args.output)
+    count = sum(t.numel() for t in model.state_dict().values())
+    print(f"{name}: wrote {len(model.state_dict())} tensors ({count} values) to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

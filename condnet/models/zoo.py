@@ -1,0 +1,247 @@
+"""The released CondNet configurations and ``build_model``.
+
+Each configuration is a :class:`ModelConfig`; ``build_model(name)`` turns one
+into a :class:`~condnet.models.Segmentor`. Every name has a plain twin, the
+same name with the suffix ``-plain``: the same network with the baseline 1x1
+classifier (DeepLabV3+ or UPerNet) instead of the conditional one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from .backbones import build_backbone
+from .heads import CLASSIFIERS, ASPPHead, FCNHead, SepASPPHead, UPerHead
+from .losses import CondNetLoss
+from .segmentor import INFERENCE_MODES, InferenceConfig, Segmentor, _pair
+
+HEADS = ("sep_aspp", "aspp", "uper")
+PLAIN_SUFFIX = "-plain"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines a model; every field can be overridden in
+    :func:`build_model`.
+
+    Attributes:
+        backbone: a :func:`~condnet.models.backbones.build_backbone` name
+            ("resnet50_v1c", "resnet101_v1c", "swin_base_w12").
+        head: "sep_aspp" (DeepLabV3+), "aspp" (DeepLabV3) or "uper" (UPerNet).
+        num_classes: K.
+        dataset: the dataset the configuration was made for (informative).
+        crop_size: training crop (h, w) (informative; the data pipeline crops).
+        classifier: "conditional" (CondNet) or "plain" (the 1x1-conv baseline).
+        layout: the conditional classifier's parameter layout, "official"
+            (loads released checkpoints) or "per_class".
+        channels: decode-head width.
+        c1_channels: width of DeepLabV3+'s low-level skip.
+        dilations: ASPP dilations; None takes the head's default ((1, 12, 24, 36)
+            for "sep_aspp", (1, 6, 12, 18) for "aspp").
+        pool_scales: UPerNet's pyramid pooling sizes.
+        dropout: ``Dropout2d`` before both classifiers.
+        auxiliary: whether to add the auxiliary FCN head on backbone stage 3.
+        aux_channels: its width.
+        backend: backend of the fused conditional-classifier ops (None: global).
+        backbone_kwargs: passed to ``build_backbone`` (timm constructor
+            arguments, e.g. ``drop_path_rate``; Swin also takes ``embed_dim``,
+            ``depths``, ``num_heads``, ``window_size``).
+        test_mode, test_crop_size, test_stride: :meth:`Segmentor.predict`'s
+            defaults ("whole", or "slide" windows).
+        seg_weight, guidance_weight, aux_weight, ignore_index,
+            dice_ignore_mode: the :class:`~condnet.models.losses.CondNetLoss`.
+    """
+
+    backbone: str
+    head: str
+    num_classes: int
+    dataset: str = "custom"
+    crop_size: tuple[int, int] = (512, 512)
+    classifier: str = "conditional"
+    layout: str = "official"
+    channels: int = 512
+    c1_channels: int = 48
+    dilations: tuple[int, ...] | None = None
+    pool_scales: tuple[int, ...] = (1, 2, 3, 6)
+    dropout: float = 0.1
+    auxiliary: bool = True
+    aux_channels: int = 256
+    backend: str | None = None
+    backbone_kwargs: Mapping[str, object] = field(default_factory=dict)
+    test_mode: str = "whole"
+    test_crop_size: tuple[int, int] | None = None
+    test_stride: tuple[int, int] | None = None
+    seg_weight: float = 1.0
+    guidance_weight: float = 0.2
+    aux_weight: float = 0.4
+    ignore_index: int = 255
+    dice_ignore_mode: str = "exclude"
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}; got {self.head!r}")
+        if self.classifier not in CLASSIFIERS:
+            raise ValueError(f"classifier must be one of {CLASSIFIERS}; got {self.classifier!r}")
+        object.__setattr__(self, "crop_size", _pair(self.crop_size, "crop_size"))
+        if self.test_mode not in INFERENCE_MODES:
+            raise ValueError(f"test_mode must be one of {INFERENCE_MODES}; got {self.test_mode!r}")
+        for name in ("test_crop_size", "test_stride"):
+            object.__setattr__(self, name, _pair(getattr(self, name), name))
+        if self.test_mode == "slide" and (self.test_crop_size is None or self.test_stride is None):
+            raise ValueError(
+                "test_mode='slide' needs test_crop_size and test_stride; got "
+                f"test_crop_size={self.test_crop_size}, test_stride={self.test_stride}"
+            )
+        for name in ("dilations", "pool_scales"):
+            value = getattr(self, name)
+            if isinstance(value, Sequence) and not isinstance(value, str):
+                object.__setattr__(self, name, tuple(value))
+        if not isinstance(self.backbone_kwargs, Mapping):
+            raise ValueError(
+                f"backbone_kwargs must be a mapping; got {type(self.backbone_kwargs).__name__}"
+            )
+        object.__setattr__(self, "backbone_kwargs", MappingProxyType(dict(self.backbone_kwargs)))
+
+
+def _released() -> dict[str, ModelConfig]:
+    ade = dict(num_classes=150, dataset="ade20k", crop_size=(512, 512))
+    context = dict(num_classes=59, dataset="pascal_context_59", crop_size=(480, 480))
+    context_test = dict(test_mode="slide", test_crop_size=(480, 480), test_stride=(320, 320))
+    city = dict(num_classes=19, dataset="cityscapes", crop_size=(512, 1024))
+    r50, r101 = dict(backbone="resnet50_v1c"), dict(backbone="resnet101_v1c")
+    deeplab = dict(head="sep_aspp")
+    conditional = {
+        "condnet_r50-d8_ade20k": ModelConfig(**r50, **deeplab, **ade),
+        "condnet_r101-d8_ade20k": ModelConfig(
+            **r101,
+            **deeplab,
+            **ade,
+            test_mode="slide",
+            test_crop_size=(512, 512),
+            test_stride=(342, 342),
+        ),
+        "condnet_r50-d8_pascal_context_59": ModelConfig(
+            **r50, **deeplab, **context, **context_test
+        ),
+        "condnet_r101-d8_pascal_context_59": ModelConfig(
+            **r101, **deeplab, **context, **context_test
+        ),
+        "condnet_upernet_swin-b_ade20k": ModelConfig(
+            backbone="swin_base_w12", head="uper", backbone_kwargs={"drop_path_rate": 0.3}, **ade
+        ),
+        # CondNet released no Cityscapes configuration; these follow mmseg's
+        # DeepLabV3+ 512x1024 Cityscapes setting (whole-image test).
+        "condnet_r50-d8_cityscapes": ModelConfig(**r50, **deeplab, **city),
+        "condnet_r101-d8_cityscapes": ModelConfig(**r101, **deeplab, **city),
+    }
+    configs = {}
+    for name, config in conditional.items():
+        configs[name] = config
+        configs[name + PLAIN_SUFFIX] = dataclasses.replace(config, classifier="plain")
+    return configs
+
+
+#: Name -> configuration of every released model and its ``-plain`` twin.
+MODEL_CONFIGS: MappingProxyType[str, ModelConfig] = MappingProxyType(_released())
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+
+
+def list_models() -> list[str]:
+    """The names :func:`build_model` accepts, conditional and ``-plain``."""
+    return list(MODEL_CONFIGS)
+
+
+def get_config(name: str) -> ModelConfig:
+    """The :class:`ModelConfig` registered under ``name``."""
+    if name not in MODEL_CONFIGS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_CONFIGS)}")
+    return MODEL_CONFIGS[name]
+
+
+def _build_head(config: ModelConfig, channels: Sequence[int]):
+    common = dict(
+        channels=config.channels,
+        classifier=config.classifier,
+        layout=config.layout,
+        dropout=config.dropout,
+        backend=config.backend,
+    )
+    if config.dilations is not None:
+        if config.head == "uper":
+            raise ValueError("dilations apply to the ASPP heads only; head='uper'")
+        common["dilations"] = config.dilations
+    if config.head == "sep_aspp":
+        return SepASPPHead(
+            channels[-1], channels[0], config.num_classes, c1_channels=config.c1_channels, **common
+        )
+    if config.head == "aspp":
+        return ASPPHead(channels[-1], config.num_classes, **common)
+    return UPerHead(channels, config.num_classes, pool_scales=config.pool_scales, **common)
+
+
+def build_model(
+    name_or_config: str | ModelConfig,
+    pretrained_backbone: bool | str | os.PathLike | Mapping = False,
+    **overrides,
+) -> Segmentor:
+    """Builds a :class:`Segmentor` from a registered name or a :class:`ModelConfig`.
+
+    Args:
+        name_or_config: one of :func:`list_models` or a :class:`ModelConfig`.
+        pretrained_backbone: False (random initialisation), True (timm's
+            ImageNet weights) or a backbone checkpoint path / state dict (see
+            :func:`~condnet.models.backbones.build_backbone`).
+        **overrides: :class:`ModelConfig` fields to change, e.g.
+            ``num_classes=21``, ``classifier="plain"``, ``layout="per_class"``.
+
+    The returned model keeps its configuration in ``model.config``.
+    """
+    if isinstance(name_or_config, ModelConfig):
+        config = name_or_config
+    elif isinstance(name_or_config, str):
+        config = get_config(name_or_config)
+    else:
+        raise ValueError(
+            "name_or_config must be a model name or a ModelConfig; "
+            f"got {type(name_or_config).__name__}"
+        )
+    unknown = sorted(set(overrides) - set(_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"unknown ModelConfig fields {unknown}; valid fields: {', '.join(_FIELDS)}"
+        )
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
+    backbone = build_backbone(
+        config.backbone, pretrained=pretrained_backbone, **config.backbone_kwargs
+    )
+    channels = tuple(backbone.out_channels)
+    decode_head = _build_head(config, channels)
+    auxiliary_head = None
+    if config.auxiliary:
+        auxiliary_head = FCNHead(
+            channels[2], config.num_classes, channels=config.aux_channels, dropout=config.dropout
+        )
+    loss = CondNetLoss(
+        seg_weight=config.seg_weight,
+        guidance_weight=config.guidance_weight,
+        aux_weight=config.aux_weight if config.auxiliary else 0.0,
+        ignore_index=config.ignore_index,
+        dice_ignore_mode=config.dice_ignore_mode,
+    )
+    test_cfg = InferenceConfig(config.test_mode, config.test_crop_size, config.test_stride)
+    model = Segmentor(
+        backbone,
+        decode_head,
+        auxiliary_head,
+        loss,
+        num_classes=config.num_classes,
+        test_cfg=test_cfg,
+    )
+    model.config = config
+    return model

@@ -1,0 +1,125 @@
+"""The conditional classifier as an ``nn.Module``: a drop-in replacement for
+the last ``nn.Conv2d(C, K, 1)`` of any fully convolutional segmentation net."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from condnet import ops
+
+LAYOUTS = ("official", "per_class")
+
+
+class ConditionalClassifier(nn.Module):
+    """CondNet's classifier: per-image kernels generated from class features.
+
+    ``logits = clf(feat)`` maps features (B, C, H, W) to logits (B, K, H, W),
+    like the 1x1 conv it replaces. ``logits, guide_logits = clf(feat,
+    return_guide=True)`` also returns the guide logits (B, K, H, W) that the
+    guidance (Dice) loss needs, from the same forward pass.
+
+    Steps: optional ``Dropout2d`` on the features; guide logits and class
+    features (:func:`condnet.ops.class_pool`); a projection of each class's
+    features to that class's weights and bias; the per-image 1x1 classifier
+    (:func:`condnet.ops.dynamic_classify`).
+
+    Args:
+        in_channels: C, the feature channels.
+        num_classes: K.
+        layout: ``"official"`` stores the projection as the released model's
+            grouped 1x1 conv (``filter_project``, groups=K, C*K inputs ->
+            C*K + K outputs) and reproduces its output split exactly; released
+            weights load once their ``.conv`` level is dropped
+            (:func:`condnet.models.load_released` does that). ``"per_class"`` is the clean
+            layout: one (C+1) x C matrix and (C+1) bias per class
+            (``filter_weight``, ``filter_bias``); the same parameter count.
+        dropout: ``Dropout2d`` probability on the features (0 disables it);
+            0.1 as in the released heads.
+        backend: backend for the fused ops (see :func:`condnet.ops.use_backend`);
+            None follows the global choice.
+
+    Initialisation follows the released model (mmcv ``ConvModule``): Kaiming
+    normal weights (fan_out, ReLU gain), zero biases. The per-class layout
+    uses the same standard deviation as the official one.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        layout: str = "official",
+        dropout: float = 0.1,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
+        if backend is not None and backend not in ops.BACKENDS:
+            raise ValueError(f"backend must be None or one of {ops.BACKENDS}; got {backend!r}")
+        C, K = in_channels, num_classes
+        self.in_channels, self.num_classes = C, K
+        self.layout, self.backend = layout, backend
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else None
+        self.guidance_project = nn.Conv2d(C, K, 1)
+        if layout == "official":
+            # Held as the released conv so state dicts match; its forward is
+            # never run (ops.project_official computes the same thing faster).
+            self.filter_project = nn.Conv2d(C * K, C * K + K, 1, groups=K)
+        else:
+            self.filter_weight = nn.Parameter(torch.empty(K, C + 1, C))
+            self.filter_bias = nn.Parameter(torch.empty(K, C + 1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        C, K = self.in_channels, self.num_classes
+        nn.init.kaiming_normal_(self.guidance_project.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(self.guidance_project.bias)
+        if self.layout == "official":
+            nn.init.kaiming_normal_(self.filter_project.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(self.filter_project.bias)
+        else:
+            # The grouped conv's fan_out is its output count, K * (C + 1).
+            nn.init.normal_(self.filter_weight, std=math.sqrt(2.0 / (K * (C + 1))))
+            nn.init.zeros_(self.filter_bias)
+
+    def project(self, class_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class features (B, K, C) -> per-image weights (B, K, C) and biases (B, K)."""
+        if self.layout == "official":
+            proj = self.filter_project
+            return ops.project_official(class_feats, proj.weight, proj.bias)
+        return ops.project_per_class(class_feats, self.filter_weight, self.filter_bias)
+
+    def forward(
+        self, feat: torch.Tensor, return_guide: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(feat, torch.Tensor) or feat.dim() != 4:
+            shape = tuple(feat.shape) if isinstance(feat, torch.Tensor) else type(feat).__name__
+            raise ValueError(f"feat must be a (B, C, H, W) tensor; got {shape}")
+        if feat.shape[1] != self.in_channels:
+            raise ValueError(
+                f"feat has {feat.shape[1]} channels; this classifier expects "
+                f"in_channels={self.in_channels}"
+            )
+        if self.dropout is not None:
+            feat = self.dropout(feat)
+        guide = self.guidance_project
+        guide_logits, class_feats = ops.class_pool(
+            feat, guide.weight.flatten(1), guide.bias, backend=self.backend
+        )
+        weight, bias = self.project(class_feats)
+        logits = ops.dynamic_classify(feat, weight, bias, backend=self.backend)
+        return (logits, guide_logits) if return_guide else logits
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_channels={self.in_channels}, num_classes={self.num_classes}, "
+            f"layout={self.layout!r}, backend={self.backend!r}"
+        )
