@@ -388,5 +388,5 @@ def test_bad_arguments(r50, tmp_path):
 def test_unsafe_pickle_is_refused_with_advice(tmp_path):
     path = tmp_path / "pickled.pth"
     torch.save({"state_dict": {}, "meta": nn.Identity()}, path)
-    with pytest.raises(RuntimeError, match=r"(?s)weights_only=True.*weights_only=False"):
+    with pytest.raises(ValueError, match=r"(?s)weights_only=True.*weights_only=False"):
         backbone_weights.read_checkpoint(path)

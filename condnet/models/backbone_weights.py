@@ -33,6 +33,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .checkpoint_file import load_untrusted
+
 ARCHS = ("resnet", "swin")
 
 # Classifier (and the pre-classifier norm of Swin) of ImageNet checkpoints.
@@ -187,16 +189,7 @@ def unwrap_state_dict(checkpoint: Mapping) -> dict[str, torch.Tensor]:
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """``torch.load(path, map_location="cpu", weights_only=True)``, unwrapped
     with :func:`unwrap_state_dict`."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"pretrained checkpoint not found: {os.fspath(path)!r}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # the unpickler raises several types
-        raise RuntimeError(
-            f"could not read {os.fspath(path)!r} with torch.load(weights_only=True) "
-            f"({type(exc).__name__}: {exc}). If you trust the file, load it yourself "
-            "with weights_only=False and pass the state dict instead of the path"
-        ) from exc
+    checkpoint = load_untrusted(path, "pretrained checkpoint")
     return unwrap_state_dict(checkpoint)
 
 

@@ -36,6 +36,7 @@ from torch import nn
 from condnet.nn import ConditionalClassifier
 
 from .backbone_weights import convert_state_dict
+from .checkpoint_file import load_untrusted
 from .segmentor import Segmentor
 from .zoo import MODEL_CONFIGS, build_model
 
@@ -58,17 +59,7 @@ def read_released(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor
     prefix.
     """
     if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint not found: {path!r}")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # the unpickler raises several types
-            raise ValueError(
-                f"could not read {path!r} with torch.load(weights_only=True) "
-                f"({type(exc).__name__}: {exc}); only tensors and plain containers are "
-                "accepted. If you trust the file, load it yourself and pass the state dict"
-            ) from exc
+        checkpoint = load_untrusted(source)
     elif isinstance(source, Mapping):
         checkpoint = source
     else:
