@@ -9,6 +9,11 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="condne
 
 import torch
 
+# Without a GPU the Triton kernels run in Triton's interpreter, which must be
+# chosen before they are defined (when backend="triton" is first used).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import condnet.ops as ops
 
 

@@ -175,3 +175,11 @@ def test_cli_errors(monkeypatch, capsys):
     monkeypatch.delattr(condnet.models, "build_model", raising=False)
     with pytest.raises(SystemExit, match="'nope' is not a backbone"):
         main(["nope"])
+
+
+def test_cli_reports_a_model_on_meta(capsys):
+    from condnet.models.complexity import main
+
+    main(["condnet_r50-d8_ade20k", "--device", "meta", "--depth", "1"])
+    out = capsys.readouterr().out
+    assert "decode_head" in out and "GFLOPs" in out

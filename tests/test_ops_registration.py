@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import condnet.ops as ops
+import condnet.ops.triton
 from condnet.ops import backend, extension, reference
 from tests.opcases import make_inputs, needs_extension
 
@@ -114,6 +115,8 @@ def test_backend_precedence(monkeypatch):
 
 def test_auto_falls_back_to_reference_without_a_kernel(monkeypatch):
     _pretend_kernels(monkeypatch, cpu=False)
+    # On a GPU machine "auto" would otherwise pick the Triton kernels.
+    monkeypatch.setattr(condnet.ops.triton, "_REASONS", {"cuda": "pretend no triton"})
     assert backend.resolve("class_pool", "cpu") == "reference"
     assert backend.resolve("dynamic_classify", "cuda", "auto") == "reference"
     x, gw, gb, _, _ = make_inputs(1, 3, 2, 2, 2)

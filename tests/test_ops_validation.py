@@ -187,3 +187,12 @@ def test_memory_layout_does_not_change_results(layout, backend):
     torch.testing.assert_close(
         ops.dynamic_classify(xs, ws, b, backend=backend), reference.dynamic_classify(x, w, b)
     )
+
+
+def test_ops_accept_meta_tensors():
+    # Shape-only runs (complexity reports, model construction on "meta").
+    x = torch.empty(2, 8, 4, 5, device="meta")
+    guide_logits, class_feats = ops.class_pool(x, torch.empty(3, 8, device="meta"))
+    assert guide_logits.shape == (2, 3, 4, 5) and class_feats.shape == (2, 3, 8)
+    logits = ops.dynamic_classify(x, torch.empty(2, 3, 8, device="meta"))
+    assert logits.shape == (2, 3, 4, 5) and logits.device.type == "meta"

@@ -4,8 +4,19 @@ Precedence: the ``backend=`` argument of the call, then the innermost
 :func:`use_backend` block, then the ``CONDNET_BACKEND`` environment variable,
 then ``"auto"``.
 
-``"auto"`` uses the compiled extension when it has a kernel for the tensor's
-device and the pure-PyTorch reference otherwise.
+Backends: ``"reference"`` (pure PyTorch, any device), ``"extension"`` (the
+compiled ``condnet._C`` kernels), ``"triton"`` (the Triton kernels in
+:mod:`condnet.ops.triton`; CUDA, or CPU under ``TRITON_INTERPRET=1``) and
+``"auto"``, which picks, for the tensor's device:
+
+- CUDA: ``"triton"`` when triton imports and the current GPU has compute
+  capability 8.0 or newer; else ``"extension"`` when it has a CUDA kernel;
+  else ``"reference"``.
+- CPU (and any other device): ``"extension"`` when it has a kernel for the
+  device, else ``"reference"``. Never ``"triton"``: the interpreter is for tests.
+
+Asking for ``"extension"`` or ``"triton"`` where it cannot run raises a
+RuntimeError that says what is missing.
 """
 
 from __future__ import annotations
@@ -15,8 +26,9 @@ import os
 from collections.abc import Iterator
 
 from . import extension
+from . import triton as triton_kernels
 
-BACKENDS = ("auto", "reference", "extension")
+BACKENDS = ("auto", "reference", "extension", "triton")
 
 # A plain list rather than a ContextVar keeps torch.compile free of graph
 # breaks; like torch's own mode stacks it is process-wide.
@@ -58,10 +70,18 @@ def requested_backend(backend: str | None = None) -> str:
 
 
 def resolve(op: str, device_type: str, backend: str | None = None) -> str:
-    """The implementation that runs ``op`` on ``device_type``: "reference" or "extension"."""
+    """The implementation that runs ``op`` on ``device_type``: "reference",
+    "extension" or "triton"."""
     name = requested_backend(backend)
     if name == "reference":
         return name
+    if name == "triton":
+        reason = triton_kernels.unavailable_reason(device_type)
+        if reason is not None:
+            raise RuntimeError(reason)
+        return name
+    if name == "auto" and device_type == "cuda" and triton_kernels.available(device_type):
+        return "triton"
     available = extension.has_kernel(op, device_type)
     if name == "extension" and not available:
         raise RuntimeError(extension.missing_kernel_message(op, device_type))

@@ -13,7 +13,10 @@ def _autocast(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
     """Under autocast, casts floating inputs to the autocast dtype, as a
     conv or matmul would; so fp32 parameters meet bf16 features cleanly."""
     x = tensors[0]
-    if not isinstance(x, torch.Tensor) or not torch.is_autocast_enabled(x.device.type):
+    if not isinstance(x, torch.Tensor):
+        return tensors
+    device = x.device.type
+    if not torch.amp.is_autocast_available(device) or not torch.is_autocast_enabled(device):
         return tensors
     dtype = torch.get_autocast_dtype(x.device.type)
     return tuple(
@@ -36,7 +39,7 @@ def class_pool(
         x: features (B, C, H, W); float16, bfloat16, float32 or float64.
         guide_weight: (K, C), same dtype and device as x.
         guide_bias: optional (K,).
-        backend: "auto", "reference" or "extension"; None follows
+        backend: "auto", "reference", "extension" or "triton"; None follows
             :func:`condnet.ops.use_backend`, then ``CONDNET_BACKEND``, then "auto".
 
     Returns:
@@ -44,7 +47,10 @@ def class_pool(
     """
     x, guide_weight, guide_bias = _autocast(x, guide_weight, guide_bias)
     check_class_pool(x, guide_weight, guide_bias)
-    if resolve("class_pool", x.device.type, backend) == "extension":
+    impl = resolve("class_pool", x.device.type, backend)
+    if impl == "triton":
+        return tuple(torch.ops.condnet_triton.class_pool(x, guide_weight, guide_bias))
+    if impl == "extension":
         return tuple(torch.ops.condnet.class_pool(x, guide_weight, guide_bias))
     return reference.class_pool(x, guide_weight, guide_bias)
 
@@ -69,6 +75,9 @@ def dynamic_classify(
     """
     x, weight, bias = _autocast(x, weight, bias)
     check_dynamic_classify(x, weight, bias)
-    if resolve("dynamic_classify", x.device.type, backend) == "extension":
+    impl = resolve("dynamic_classify", x.device.type, backend)
+    if impl == "triton":
+        return torch.ops.condnet_triton.dynamic_classify(x, weight, bias)
+    if impl == "extension":
         return torch.ops.condnet.dynamic_classify(x, weight, bias)
     return reference.dynamic_classify(x, weight, bias)
