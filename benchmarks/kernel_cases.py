@@ -1,49 +1,113 @@
-"""What the kernel benchmark runs: shapes, ops, providers and the work model
-(bytes and FLOPs) each row is judged against.
+"""What the kernel benchmark runs: shapes, ops, modes, random inputs, and the
+work model (bytes and FLOPs) each row is judged against.
 
-Providers:
-    eager      condnet.ops.reference in plain PyTorch
-    compile    the same reference under torch.compile
-    extension  the compiled condnet kernels (C++ on the CPU, CUDA on the GPU)
+Shapes are (B, C, K, H, W): batch, channels, classes, height, width.
+
+    ade          B=8, C=512, K=150, 64x64
+    pc59         B=8, C=512, K=59, 60x60
+    cityscapes   B=8, C=512, K=19, 128x256
+    sweep-k      K in 19, 59, 150, 256, 512, 1024 at C=512, 64x64
+    sweep-n      N = H*W in 32^2, 64^2, 128^2, 256^2 at C=512, K=150
+    B=..,C=..,K=..,H=..,W=..   any explicit shape
+
+The sweeps run at B=2 on the CPU, so that a whole sweep fits in minutes on a
+2-core machine, and at B=8 on the GPU. ``--quick`` shrinks the named shapes and
+the sweeps to C=32, B=2 and at most 32x32 pixels (explicit shapes are kept).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-import condnet.ops as ops
-from condnet.ops import extension, reference
+OPS = ("class_pool", "dynamic_classify", "classifier")
+MODES = ("fwd", "fwd_bwd")
+DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 # name -> (B, C, K, H, W); DESIGN.md's reference shapes at training batch size.
 SHAPES = {
     "ade": (8, 512, 150, 64, 64),
     "pc59": (8, 512, 59, 60, 60),
     "cityscapes": (8, 512, 19, 128, 256),
-    "tiny": (2, 64, 19, 32, 32),
 }
-OPS = ("class_pool", "dynamic_classify", "classifier")
-MODES = ("fwd", "fwd_bwd")
-PROVIDERS = ("eager", "compile", "extension")
+SWEEPS = ("sweep-k", "sweep-n")
+SWEEP_K = (19, 59, 150, 256, 512, 1024)
+SWEEP_SIDES = (32, 64, 128, 256)  # sweep-n: square images of side**2 pixels
+QUICK_SWEEP_K = (19, 59, 150)
+QUICK_SWEEP_SIDES = (8, 16, 32)
+QUICK_C = 32
+SPEC_KEYS = "BCKHW"
 
 
-def parse_shape(spec: str) -> tuple[str, tuple[int, ...]]:
-    """ "ade" or "B=8,C=512,K=150,H=64,W=64" -> (label, (B, C, K, H, W))."""
+def sweep_batch(device_type: str) -> int:
+    return 8 if device_type == "cuda" else 2
+
+
+def split_shape_specs(text: str) -> list[str]:
+    """``"ade,B=2,C=512,K=150,H=64,W=64"`` -> ``["ade", "B=2,C=512,K=150,H=64,W=64"]``.
+
+    Consecutive key=value items form one explicit shape; a key seen again
+    starts the next one.
+    """
+    specs: list[list[str]] = []
+    keys: set[str] = set()
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        if "=" not in item:
+            specs.append([item])
+            keys = set()
+            continue
+        key = item.split("=", 1)[0].strip()
+        if not keys or key in keys:
+            specs.append([])
+            keys = set()
+        specs[-1].append(item)
+        keys.add(key)
+    return [",".join(spec) for spec in specs]
+
+
+def _explicit(spec: str) -> tuple[int, ...]:
+    fields: dict[str, int] = {}
+    for item in spec.split(","):
+        key, _, value = (s.strip() for s in item.partition("="))
+        if key not in SPEC_KEYS:
+            raise ValueError(
+                f"--shapes: unknown field {key!r} in {spec!r}; fields are B, C, K, H, W"
+            )
+        try:
+            fields[key] = int(value)
+        except ValueError:
+            raise ValueError(f"--shapes: {key}={value!r} in {spec!r} is not an integer") from None
+        if fields[key] <= 0:
+            raise ValueError(f"--shapes: {key} must be positive in {spec!r}")
+    missing = [k for k in SPEC_KEYS if k not in fields]
+    if missing:
+        raise ValueError(f"--shapes: {spec!r} lacks {', '.join(missing)} (give B, C, K, H and W)")
+    return tuple(fields[k] for k in SPEC_KEYS)
+
+
+def expand_shape(spec: str, device_type: str, quick: bool) -> list[tuple[str, tuple[int, ...]]]:
+    """One --shapes item -> [(label, (B, C, K, H, W)), ...]; a sweep gives several."""
+    if "=" in spec:
+        return [(spec, _explicit(spec))]
     if spec in SHAPES:
-        return spec, SHAPES[spec]
-    try:
-        fields = dict(item.split("=") for item in spec.split(","))
-        dims = tuple(int(fields.pop(k)) for k in "BCKHW")
-    except (KeyError, ValueError) as exc:
-        raise ValueError(
-            f"--shapes: {spec!r} is neither one of {', '.join(SHAPES)} "
-            "nor of the form B=..,C=..,K=..,H=..,W=.."
-        ) from exc
-    if fields:
-        raise ValueError(f"--shapes: unknown fields {sorted(fields)} in {spec!r}")
-    return spec, dims
+        B, C, K, H, W = SHAPES[spec]
+        if quick:  # keep K and the aspect ratio, shrink the rest
+            B, C, H, W = 2, QUICK_C, 16, 16 * W // H
+        return [(spec, (B, C, K, H, W))]
+    B, C = (2, QUICK_C) if quick else (sweep_batch(device_type), 512)
+    if spec == "sweep-k":
+        ks, side = (QUICK_SWEEP_K, 16) if quick else (SWEEP_K, 64)
+        return [(spec, (B, C, k, side, side)) for k in ks]
+    if spec == "sweep-n":
+        sides = QUICK_SWEEP_SIDES if quick else SWEEP_SIDES
+        return [(spec, (B, C, 150, s, s)) for s in sides]
+    names = ", ".join([*SHAPES, *SWEEPS])
+    raise ValueError(
+        f"--shapes: {spec!r} is not one of {names} nor of the form B=..,C=..,K=..,H=..,W=.."
+    )
 
 
 @dataclass
@@ -53,99 +117,68 @@ class Case:
     dims: tuple[int, ...]
     dtype: torch.dtype
     device: torch.device
+    label: str = ""
 
 
 def work(case: Case) -> tuple[float, float]:
     """(bytes, FLOPs) that a fused implementation cannot avoid: every tensor
-    read or written once from device memory, and every product computed."""
+    read or written once from device memory, and every product computed.
+
+    For the classifier this includes the projection: its (C*K + K, C) weight
+    is read in the forward, read again and its gradient written in the
+    backward. At C=512, K=150 in float32 that is 158 MB each time, more than
+    x itself at small batch sizes.
+    """
     B, C, K, H, W = case.dims
     N, s = H * W, torch.finfo(case.dtype).bits // 8
     x, g, y = B * C * N * s, B * K * N * s, B * K * N * s
     mac = 2.0 * B * K * C * N  # FLOPs of one (K x C) by (C x N) product per image
+    proj_bytes, proj_flops = (C * K + K) * C * s, 2.0 * B * K * (C + 1) * C
     fwd = {
         "class_pool": (x + g, 2 * mac),
         "dynamic_classify": (x + y, mac),
-        "classifier": (2 * x + g + y, 3 * mac),
+        "classifier": (2 * x + g + y + proj_bytes, 3 * mac + proj_flops),
     }[case.op]
     if case.mode == "fwd":
         return fwd
     # Backward: read x, the saved logits and the upstream gradients, write dx.
+    # The classifier needs two passes over x: class_pool's backward needs the
+    # class-feature gradient, which needs dynamic_classify's full dw first.
     bwd = {
         "class_pool": (2 * x + 2 * g, 4 * mac),
         "dynamic_classify": (2 * x + y, 2 * mac),
-        "classifier": (3 * x + 2 * g + y, 6 * mac),
+        "classifier": (3 * x + 2 * g + 2 * y + 2 * proj_bytes, 6 * mac + 2 * proj_flops),
     }[case.op]
     return fwd[0] + bwd[0], fwd[1] + bwd[1]
 
 
+# The inputs each op takes; x always comes first so it is the same tensor
+# (same seed, same values) for every op and provider.
+INPUTS = {
+    "class_pool": ("x", "guide_weight", "guide_bias"),
+    "dynamic_classify": ("x", "weight", "bias"),
+    "classifier": ("x", "guide_weight", "guide_bias", "proj_weight", "proj_bias"),
+}
+
+
 def make_inputs(case: Case, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random inputs (never zeros) scaled like a trained head's."""
+    """Random inputs (never zeros) scaled like a trained head's; leaves that
+    require grad in fwd_bwd mode."""
     B, C, K, H, W = case.dims
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-
-    def rnd(*shape, scale=1.0):
-        t = torch.randn(*shape, generator=gen) * scale
-        return t.to(device=case.device, dtype=case.dtype).requires_grad_(case.mode == "fwd_bwd")
-
-    return {
-        "x": rnd(B, C, H, W),
-        "guide_weight": rnd(K, C, scale=C**-0.5),
-        "guide_bias": rnd(K, scale=0.1),
-        "weight": rnd(B, K, C, scale=C**-0.5),
-        "bias": rnd(B, K, scale=0.1),
-        "proj_weight": rnd(C * K + K, C, 1, 1, scale=C**-0.5),
-        "proj_bias": rnd(C * K + K, scale=0.1),
+    shapes = {
+        "x": ((B, C, H, W), 1.0),
+        "guide_weight": ((K, C), C**-0.5),
+        "guide_bias": ((K,), 0.1),
+        "weight": ((B, K, C), C**-0.5),
+        "bias": ((B, K), 0.1),
+        "proj_weight": ((C * K + K, C, 1, 1), C**-0.5),
+        "proj_bias": ((C * K + K,), 0.1),
     }
-
-
-def _op_fn(op: str, backend: str) -> Callable[..., tuple[torch.Tensor, ...]]:
-    def class_pool(t):
-        return ops.class_pool(t["x"], t["guide_weight"], t["guide_bias"], backend=backend)
-
-    def dynamic_classify(t):
-        return (ops.dynamic_classify(t["x"], t["weight"], t["bias"], backend=backend),)
-
-    def classifier(t):
-        g, f = ops.class_pool(t["x"], t["guide_weight"], t["guide_bias"], backend=backend)
-        w, b = reference.project_official(f, t["proj_weight"], t["proj_bias"])
-        return g, ops.dynamic_classify(t["x"], w, b, backend=backend)
-
-    return {
-        "class_pool": class_pool,
-        "dynamic_classify": dynamic_classify,
-        "classifier": classifier,
-    }[op]
-
-
-def available(provider: str, case: Case) -> str | None:
-    """None if the provider can run the case, else why not."""
-    if provider == "extension" and not extension.has_kernel("class_pool", case.device.type):
-        return f"no {case.device.type} kernel in this build"
-    return None
-
-
-def build(provider: str, case: Case, inputs: dict) -> Callable[[], object]:
-    """A no-argument callable running one forward (and backward) pass."""
-    backend = "extension" if provider == "extension" else "reference"
-    fn = _op_fn(case.op, backend)
-    if provider == "compile":
-        fn = torch.compile(fn, dynamic=False)
-    if case.mode == "fwd":
-
-        def run():
-            with torch.no_grad():
-                return fn(inputs)
-
-        return run
-    leaves = [t for t in inputs.values() if t.requires_grad]
-    gen = torch.Generator(device="cpu").manual_seed(1)
-    grads = None
-
-    def run():
-        nonlocal grads
-        outs = fn(inputs)
-        if grads is None:  # the same random upstream gradients for every provider
-            grads = [torch.randn(o.shape, generator=gen).to(o) for o in outs]
-        torch.autograd.grad(outs, leaves, grads, allow_unused=True)
-
-    return run
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    inputs = {}
+    for name in INPUTS[case.op]:
+        shape, scale = shapes[name]
+        t = torch.randn(*shape, generator=gen).mul_(scale)
+        t = t.to(device=case.device, dtype=case.dtype)
+        inputs[name] = t.requires_grad_(case.mode == "fwd_bwd")
+    return inputs

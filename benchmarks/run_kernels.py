@@ -1,240 +1,274 @@
-"""Side-by-side benchmark of the condnet kernels against PyTorch eager and
-torch.compile of the reference, with roofline fractions.
+"""Side-by-side benchmark of the condnet kernels: PyTorch eager, torch.compile,
+the compiled extension, Triton and the released model's formulation, on the
+same random inputs in one process.
 
-    python benchmarks/run_kernels.py [--device cpu|cuda] [--dtype float32,bfloat16]
-        [--shapes ade,pc59,cityscapes,B=..,C=..,K=..,H=..,W=..]
-        [--ops class_pool,dynamic_classify,classifier] [--mode fwd,fwd_bwd]
-        [--providers eager,compile,extension] [--quick] [--json FILE] [--markdown FILE]
+    python benchmarks/run_kernels.py [--device cpu|cuda] [--dtype float32,bfloat16,...]
+        [--shapes ade,pc59,cityscapes,sweep-k,sweep-n,B=..,C=..,K=..,H=..,W=..]
+        [--ops class_pool,dynamic_classify,classifier] [--sweep-ops ...] [--mode fwd,fwd_bwd]
+        [--providers eager,compile,extension,triton,released] [--quick]
+        [--budget SECONDS] [--json FILE] [--markdown FILE] [--plot FILE]
 
-Each row: median time with 20%/80% quantiles, speedup against eager and
-against compile, achieved GB/s and TFLOP/s under the work model of
-kernel_cases.work, and the % of the roofline floor max(bytes / copy bandwidth,
-FLOPs / matmul rate), both ceilings measured in the same run.
+Each row: median time with 20%/80% quantiles; speedup against eager and
+against compile; achieved GB/s and TFLOP/s under the work model of
+kernel_cases.work; % of the roofline floor max(bytes / copy bandwidth,
+FLOPs / matmul rate), both ceilings measured in the same run; and peak memory
+above what existed before the call (memory.py). Progress goes to stderr, one
+line per row; the table to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
+import gc
 import json
-import platform
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
-from kernel_cases import MODES, OPS, PROVIDERS, Case, available, build, make_inputs, parse_shape
-from kernel_cases import work as work_model
-from timing import measure, measure_ceilings, peak_memory
+from kernel_cases import (
+    DTYPES,
+    MODES,
+    OPS,
+    SWEEPS,
+    Case,
+    expand_shape,
+    make_inputs,
+    split_shape_specs,
+    work,
+)
+from memory import peak_memory
+from providers import PROVIDERS, build, why_not
+from report import environment, markdown, text_table
+from timing import measure, measure_ceilings
 
-import condnet
-
-COLUMNS = [
-    ("op", "{}"),
-    ("mode", "{}"),
-    ("shape", "{}"),
-    ("dtype", "{}"),
-    ("provider", "{}"),
-    ("median_ms", "{:.3f}"),
-    ("q20_ms", "{:.3f}"),
-    ("q80_ms", "{:.3f}"),
-    ("speedup_vs_eager", "{:.2f}x"),
-    ("speedup_vs_compile", "{:.2f}x"),
-    ("gbps", "{:.1f}"),
-    ("tflops", "{:.2f}"),
-    ("pct_roofline", "{:.0f}%"),
-    ("peak_mem_bytes", "{}"),
-]
+# Largest relative difference from eager's forward outputs that is not reported.
+TOLERANCE = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-4,
+    torch.bfloat16: 3e-2,
+    torch.float16: 5e-3,
+}
 
 
-def _csv(choices):
-    def parse(text):
+def _csv(option: str, choices):
+    def parse(text: str) -> list[str]:
         items = [t.strip() for t in text.split(",") if t.strip()]
-        bad = [t for t in items if choices is not None and t not in choices]
-        if bad:
-            raise argparse.ArgumentTypeError(f"{bad} not among {', '.join(choices)}")
+        bad = [t for t in items if t not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"{option}: invalid {', '.join(map(repr, bad)) or 'empty list'}; "
+                f"choose from {', '.join(choices)}"
+            )
         return items
 
     return parse
 
 
-def parse_args(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"]
     )
     p.add_argument(
-        "--dtype",
-        type=_csv(["float32", "float16", "bfloat16", "float64"]),
-        default=None,
-        help="default: bfloat16 on cuda, float32 on cpu",
+        "--dtype", type=_csv("--dtype", DTYPES), help="default: bfloat16 on cuda, float32 on cpu"
     )
     p.add_argument(
         "--shapes",
-        type=_csv(None),
-        default=None,
-        help="names (ade, pc59, cityscapes, tiny) or B=..,C=..,K=..,H=..,W=..",
+        action="append",
+        help="comma-separated: ade, pc59, cityscapes, sweep-k, sweep-n or B=..,C=..,K=..,H=..,W=.. "
+        "(default: ade)",
     )
-    p.add_argument("--ops", type=_csv(OPS), default=list(OPS))
-    p.add_argument("--mode", type=_csv(MODES), default=list(MODES))
-    p.add_argument("--providers", type=_csv(PROVIDERS), default=list(PROVIDERS))
-    p.add_argument("--quick", action="store_true", help="tiny shape, short timing budget")
+    p.add_argument("--ops", type=_csv("--ops", OPS), default=list(OPS))
+    p.add_argument(
+        "--sweep-ops", type=_csv("--sweep-ops", OPS), help="ops run on the sweeps (default: --ops)"
+    )
+    p.add_argument("--mode", type=_csv("--mode", MODES), default=list(MODES))
+    p.add_argument(
+        "--providers", type=_csv("--providers", list(PROVIDERS)), default=list(PROVIDERS)
+    )
+    p.add_argument("--quick", action="store_true", help="tiny shapes, few repeats (CI)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        help="seconds of timed calls per row, after at least 5 (default 1; --quick: 0.02, 3)",
+    )
     p.add_argument("--json", type=Path, help="write the records as a JSON list")
-    p.add_argument("--markdown", type=Path, help="write the table as markdown")
+    p.add_argument("--markdown", type=Path, help="write the tables as markdown")
+    p.add_argument("--plot", type=Path, help="write a PNG of the sweeps (needs sweep-k/sweep-n)")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible")
+    if args.budget is not None and args.budget < 0:
+        p.error("--budget: must be >= 0 seconds")
     args.dtype = args.dtype or (["bfloat16"] if args.device == "cuda" else ["float32"])
-    args.shapes = args.shapes or (["tiny"] if args.quick else ["ade"])
+    specs = [s for text in args.shapes or ["ade"] for s in split_shape_specs(text)]
+    if not specs:
+        p.error("--shapes: empty list")
     try:
-        args.shapes = [parse_shape(s) for s in args.shapes]
+        args.shapes = [x for s in specs for x in expand_shape(s, args.device, args.quick)]
     except ValueError as exc:
         p.error(str(exc))
+    if args.plot and not any(label in SWEEPS for label, _ in args.shapes):
+        p.error("--plot: draws the sweeps; add sweep-k and/or sweep-n to --shapes")
     return args
 
 
-def environment(device: torch.device) -> dict:
-    try:
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"],
-                capture_output=True,
-                text=True,
-                cwd=Path(__file__).parent,
-            ).stdout.strip()
-            or None
-        )
-    except OSError:
-        commit = None
-    try:
-        import triton
+def _max_rel_err(outs, refs) -> float:
+    return max(
+        ((o.float() - r.float()).abs().max() / r.float().abs().max().clamp_min(1e-30)).item()
+        for o, r in zip(outs, refs, strict=True)
+    )
 
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or platform.machine()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-        name = f"{name} ({torch.get_num_threads()} threads)"
+
+def _plan(args, device) -> list[tuple[Case, list]]:
+    """Every case with the providers that will run it; says once per provider
+    and reason why one is skipped."""
+    plan, said = [], set()
+    for dtype_name in args.dtype:
+        for label, dims in args.shapes:
+            ops = (args.sweep_ops or args.ops) if label in SWEEPS else args.ops
+            for op in ops:
+                for mode in args.mode:
+                    case = Case(op, mode, dims, getattr(torch, dtype_name), device, label)
+                    runs = []
+                    for name in args.providers:
+                        why = why_not(PROVIDERS[name], case)
+                        if why is None:
+                            runs.append(PROVIDERS[name])
+                        elif (name, why) not in said:
+                            said.add((name, why))
+                            print(f"# skipping {name}: {why}", file=sys.stderr)
+                    plan.append((case, runs))
+    return plan
+
+
+def _record(case, provider, t, floor_s, n_bytes, flops, env) -> dict:
+    B, C, K, H, W = case.dims
     return {
-        "device": device.type,
-        "device_name": name,
-        "torch_version": torch.__version__,
-        "triton_version": triton_version,
-        "condnet_version": condnet.__version__,
-        "commit": commit,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "op": case.op,
+        "provider": provider.name,
+        **{k: env[k] for k in ("device", "device_name")},
+        "dtype": str(case.dtype).removeprefix("torch."),
+        "shape": case.label,
+        **dict(zip("BCKHW", (B, C, K, H, W), strict=True)),
+        "mode": case.mode,
+        "median_ms": t.median_ms,
+        "q20_ms": t.q20_ms,
+        "q80_ms": t.q80_ms,
+        "reps": t.reps,
+        "speedup_vs_eager": None,
+        "speedup_vs_compile": None,
+        "gbps": n_bytes / t.median_ms / 1e6,
+        "tflops": flops / t.median_ms / 1e9,
+        "pct_roofline": 100 * floor_s * 1e3 / t.median_ms,
+        "floor_ms": floor_s * 1e3,
+        **env,
     }
 
 
-def run(args) -> list[dict]:
+def run(args, on_progress=None) -> list[dict]:
+    """All rows of the run, as records; on_progress(records) after each case."""
     device = torch.device(args.device)
     env = environment(device)
-    budget = 0.3 if args.quick else 2.0
-    records = []
-    for dtype_name in args.dtype:
-        dtype = getattr(torch, dtype_name)
-        ceil = measure_ceilings(device, dtype, quick=args.quick)
+    if device.type == "cpu" and (env["loadavg_1m"] or 0) > 0.5:
         print(
-            f"# {env['device_name']}: copy {ceil.bytes_per_s / 1e9:.0f} GB/s, "
-            f"{dtype_name} matmul {ceil.flops_per_s / 1e12:.2f} TFLOP/s",
+            f"# WARNING: load average {env['loadavg_1m']:.2f} at the start; other processes "
+            "on this machine will disturb the CPU timings",
             file=sys.stderr,
         )
-        for label, dims in args.shapes:
-            for op in args.ops:
-                for mode in args.mode:
-                    case = Case(op, mode, dims, dtype, device)
-                    n_bytes, flops = work_model(case)
-                    floor_s = max(n_bytes / ceil.bytes_per_s, flops / ceil.flops_per_s)
-                    group = []
-                    for provider in args.providers:
-                        why = available(provider, case)
-                        if why:
-                            print(f"  skip {provider}: {why}", file=sys.stderr)
-                            continue
-                        print(
-                            f"  {op} {mode} {label} {dtype_name} {provider} ...",
-                            end="",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                        fn = build(provider, case, make_inputs(case))
-                        t = measure(fn, device, budget_s=budget)
-                        B, C, K, H, W = dims
-                        rec = {
-                            "op": op,
-                            "provider": provider,
-                            "dtype": dtype_name,
-                            "shape": label,
-                            "B": B,
-                            "C": C,
-                            "K": K,
-                            "H": H,
-                            "W": W,
-                            "mode": mode,
-                            "median_ms": t.median_ms,
-                            "q20_ms": t.q20_ms,
-                            "q80_ms": t.q80_ms,
-                            "reps": t.reps,
-                            "gbps": n_bytes / t.median_ms / 1e6,
-                            "tflops": flops / t.median_ms / 1e9,
-                            "pct_roofline": 100 * floor_s * 1e3 / t.median_ms,
-                            "peak_mem_bytes": peak_memory(fn, device),
-                            **env,
-                        }
-                        print(f" {t.median_ms:.3f} ms", file=sys.stderr)
-                        group.append(rec)
-                    base = {r["provider"]: r["median_ms"] for r in group}
-                    for rec in group:
-                        for ref in ("eager", "compile"):
-                            rec[f"speedup_vs_{ref}"] = (
-                                base[ref] / rec["median_ms"] if ref in base else None
-                            )
-                    records.extend(group)
+    quick = args.quick
+    budget = args.budget if args.budget is not None else (0.02 if quick else 1.0)
+    reps = {"warmup": 1, "min_reps": 3} if quick else {"warmup": 2, "min_reps": 5}
+    plan = _plan(args, device)
+    total, done, records, ceilings = sum(len(r) for _, r in plan), 0, [], {}
+    for case, providers in plan:
+        if case.dtype not in ceilings:
+            ceil = ceilings[case.dtype] = measure_ceilings(device, case.dtype, quick=quick)
+            print(
+                f"# {env['device_name']}: copy {ceil.bytes_per_s / 1e9:.1f} GB/s, "
+                f"{case.dtype} matmul {ceil.flops_per_s / 1e12:.3f} TFLOP/s",
+                file=sys.stderr,
+            )
+        ceil = ceilings[case.dtype]
+        n_bytes, flops = work(case)
+        floor_s = max(n_bytes / ceil.bytes_per_s, flops / ceil.flops_per_s)
+        inputs = make_inputs(case)
+        group, eager_outs = [], None
+        for provider in providers:
+            fn = build(provider, case, inputs)
+            err = None
+            if case.mode == "fwd":  # the first call also checks the outputs against eager's
+                outs = fn()
+                if provider.name == "eager":
+                    eager_outs = outs
+                elif eager_outs is not None:
+                    err = _max_rel_err(outs, eager_outs)
+                del outs
+            t = measure(fn, device, budget_s=budget, **reps)
+            rec = _record(case, provider, t, floor_s, n_bytes, flops, env)
+            rec["max_rel_err_vs_eager"] = err
+            rec["other_cpu"] = t.other_cpu
+            rec["peak_mem_bytes"] = peak_memory(fn, device)
+            group.append(rec)
+            done += 1
+            print(
+                f"[{done}/{total}] {case.op} {case.mode} {case.label} "
+                f"B={case.dims[0]} K={case.dims[2]} N={case.dims[3] * case.dims[4]} "
+                f"{rec['dtype']} {provider.name}: {t.median_ms:.3f} ms "
+                f"({t.q20_ms:.3f}-{t.q80_ms:.3f}), peak {rec['peak_mem_bytes'] / 2**20:.1f} MiB"
+                + (
+                    f", other work {rec['other_cpu']:.0%}" if (rec["other_cpu"] or 0) > 0.05 else ""
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
+            if err is not None and err > TOLERANCE[case.dtype]:
+                print(f"#   WARNING: outputs differ from eager's by {err:.2e}", file=sys.stderr)
+            del fn
+        base = {r["provider"]: r["median_ms"] for r in group}
+        for rec in group:
+            for ref in ("eager", "compile"):
+                if ref in base:
+                    rec[f"speedup_vs_{ref}"] = base[ref] / rec["median_ms"]
+        records.extend(group)
+        del inputs, eager_outs
+        gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        if on_progress:
+            on_progress(records)
     return records
 
 
-def table(records: list[dict], markdown: bool) -> str:
-    def cell(rec, key, fmt):
-        value = rec.get(key)
-        return "n/a" if value is None else fmt.format(value)
-
-    head = [name for name, _ in COLUMNS]
-    rows = [[cell(r, k, f) for k, f in COLUMNS] for r in records]
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
-    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=False)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join(fmt.format(*row) for row in [head, *rows])
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    records = run(args)
-    print(table(records, markdown=False))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=1) + "\n")
-    if args.markdown and records:
-        r = records[0]
-        header = (
-            f"Device: {r['device_name']}; torch {r['torch_version']}, "
-            f"triton {r['triton_version']}; condnet commit {r['commit']}; {r['date']}.\n\n"
+
+    def save(records):  # after every case, so that a long run that dies keeps its rows
+        if args.json:
+            _write(args.json, json.dumps(records, indent=1) + "\n")
+
+    records = run(args, on_progress=save)
+    save(records)
+    busy = [r for r in records if (r["other_cpu"] or 0) > 0.1]
+    if busy and busy[0]["device"] == "cpu":
+        print(
+            f"# WARNING: {len(busy)} of {len(records)} rows ran while other processes used "
+            "over 10% of the CPUs; rerun on a quiet machine before trusting them",
+            file=sys.stderr,
         )
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(header + table(records, markdown=True) + "\n")
+    print(text_table(records))
+    if args.markdown:
+        _write(args.markdown, markdown(records))
+    if args.plot:
+        from plot import plot_sweeps
+
+        plot_sweeps(records, args.plot)
+    return records
 
 
 if __name__ == "__main__":

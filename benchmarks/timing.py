@@ -7,10 +7,13 @@ the median and the 20%/80% quantiles of the per-call times.
 
 from __future__ import annotations
 
+import os
+import resource
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -21,6 +24,7 @@ class Timing:
     q20_ms: float
     q80_ms: float
     reps: int
+    other_cpu: float | None = None  # see OtherWork
 
 
 def _quantiles(times_ms: list[float]) -> Timing:
@@ -34,23 +38,33 @@ def _quantiles(times_ms: list[float]) -> Timing:
 def measure(
     fn: Callable[[], object],
     device: torch.device,
-    warmup: int = 3,
+    warmup: int = 2,
     min_reps: int = 5,
     max_reps: int = 100,
-    budget_s: float = 2.0,
+    budget_s: float = 1.0,
 ) -> Timing:
     """Per-call times of ``fn``: at least ``min_reps`` calls, more while the
-    ``budget_s`` lasts (at most ``max_reps``)."""
+    ``budget_s`` lasts (at most ``max_reps``). A call slower than the whole
+    budget ends the warm-up and needs only three timed calls, so that the
+    sweeps' largest cases stay affordable on a CPU."""
     for _ in range(warmup):
+        t0 = time.perf_counter()
         fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if time.perf_counter() - t0 > budget_s:
+            break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         flush = torch.empty(256 * 2**20, dtype=torch.int8, device=device)
     times: list[float] = []
+    other = OtherWork()
     start = time.perf_counter()
     while len(times) < min_reps or (
         len(times) < max_reps and time.perf_counter() - start < budget_s
     ):
+        if len(times) == 1 and times[0] > budget_s * 1e3:
+            min_reps = min(min_reps, 3)
         if device.type == "cuda":
             flush.zero_()  # so that no call finds its inputs already in L2
             begin = torch.cuda.Event(enable_timing=True)
@@ -64,7 +78,9 @@ def measure(
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
-    return _quantiles(times)
+    timing = _quantiles(times)
+    timing.other_cpu = other.fraction()
+    return timing
 
 
 @dataclass
@@ -77,14 +93,15 @@ class Ceilings:
 
 
 def measure_ceilings(device: torch.device, dtype: torch.dtype, quick: bool = False) -> Ceilings:
-    n_bytes = (64 if quick else 512) * 2**20
+    n_bytes = (16 if quick else 512) * 2**20
+    budget = 0.1 if quick else 0.5
     src = torch.randn(n_bytes // 4, device=device)
     dst = torch.empty_like(src)
-    copy = measure(lambda: dst.copy_(src), device, budget_s=0.5)
+    copy = measure(lambda: dst.copy_(src), device, budget_s=budget)
     n = 1024 if quick or device.type == "cpu" else 8192
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    mm = measure(lambda: a @ b, device, budget_s=0.5)
+    mm = measure(lambda: a @ b, device, budget_s=budget)
     # The fastest observed call is the honest ceiling (the median would
     # understate the peak that a kernel can be held to).
     best_copy = copy.q20_ms * 1e-3
@@ -92,14 +109,33 @@ def measure_ceilings(device: torch.device, dtype: torch.dtype, quick: bool = Fal
     return Ceilings(2 * n_bytes / best_copy, 2 * n**3 / best_mm)
 
 
-def peak_memory(fn: Callable[[], object], device: torch.device) -> int | None:
-    """Peak bytes allocated above the starting point during one call (GPU);
-    None on the CPU, where torch keeps no allocation statistics."""
-    if device.type != "cuda":
-        return None
-    torch.cuda.synchronize(device)
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    fn()
-    torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) - base
+class OtherWork:
+    """How busy the machine's CPUs were with other processes' work while a
+    row ran, as a fraction of all cores (Linux; None elsewhere). CPU timings
+    taken beside other work are not worth much: two OpenMP threads that must
+    meet at every barrier lose a scheduler slice whenever one is preempted."""
+
+    def __init__(self) -> None:
+        self._start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+        own = sum(
+            getattr(resource.getrusage(who), field)
+            for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+            for field in ("ru_utime", "ru_stime")
+        )
+        return time.perf_counter(), busy, own
+
+    def fraction(self) -> float | None:
+        end = self._sample()
+        if self._start is None or end is None or end[0] <= self._start[0]:
+            return None
+        wall, busy, own = (b - a for a, b in zip(self._start, end, strict=True))
+        return max(0.0, (busy - own) / (wall * (os.cpu_count() or 1)))
