@@ -44,7 +44,7 @@ test: lint
 
 # The committed CPU results: every op and mode at the ADE shape with B=2 and
 # B=8, and the classifier's K and N sweeps (B=2) with their plot; float32.
-# About 10-15 minutes on a quiet 2-core machine.
+# About 7 minutes on the quiet 2-core CI machine.
 bench: install
 	$(PY) benchmarks/run_kernels.py --device cpu --dtype float32 \
 		--shapes B=2,C=512,K=150,H=64,W=64,ade,sweep-k,sweep-n --sweep-ops classifier \
