@@ -48,3 +48,27 @@ def make_inputs(B, C, K, H, W, dtype=torch.float64, bias=True, seed=0, requires_
     w = rnd(B, K, C, scale=C**-0.5)
     b = rnd(B, K) if bias else None
     return x, gw, gb, w, b
+
+
+def assert_subset_gradients(backend: str, needs: tuple[bool, bool, bool]) -> None:
+    """Both ops on ``backend`` give exactly the gradients asked for (the
+    others stay None), equal to the reference's, in float64."""
+    from condnet import ops
+    from condnet.ops import reference
+
+    x, gw, gb, w, b = make_inputs(2, 7, 5, 6, 9)
+    for op, ref, args in (
+        (ops.class_pool, reference.class_pool, (x, gw, gb)),
+        (ops.dynamic_classify, reference.dynamic_classify, (x, w, b)),
+    ):
+        grads = []
+        for fn in (lambda *a, op=op: op(*a, backend=backend), ref):
+            leaves = [t.clone().requires_grad_(n) for t, n in zip(args, needs, strict=True)]
+            out = fn(*leaves)
+            out = out if isinstance(out, tuple) else (out,)
+            sum(o.square().sum() for o in out).backward()
+            grads.append([t.grad for t in leaves])
+        for got, want, need in zip(*grads, needs, strict=True):
+            assert (got is None) == (not need)
+            if need:
+                torch.testing.assert_close(got, want, **TOLERANCES[torch.float64])

@@ -7,7 +7,7 @@ import torch
 
 import condnet.ops as ops
 from condnet.ops import reference
-from tests.opcases import TOLERANCES, make_inputs, needs_extension
+from tests.opcases import TOLERANCES, assert_subset_gradients, make_inputs, needs_extension
 
 pytestmark = needs_extension
 
@@ -168,22 +168,7 @@ def test_backward_output_mask_computes_only_what_is_asked(mask):
 
 @pytest.mark.parametrize("needs", [(True, False, False), (False, True, True), (False, False, True)])
 def test_gradients_for_a_subset_of_inputs(needs):
-    x, gw, gb, w, b = make_inputs(2, 7, 5, 6, 9)
-    for op, ref, args in (
-        (ops.class_pool, reference.class_pool, (x, gw, gb)),
-        (ops.dynamic_classify, reference.dynamic_classify, (x, w, b)),
-    ):
-        grads = []
-        for fn in (_ext(op), ref):
-            leaves = [t.clone().requires_grad_(n) for t, n in zip(args, needs, strict=True)]
-            out = fn(*leaves)
-            out = out if isinstance(out, tuple) else (out,)
-            sum(o.square().sum() for o in out).backward()
-            grads.append([t.grad for t in leaves])
-        for got, want, need in zip(*grads, needs, strict=True):
-            assert (got is None) == (not need)
-            if need:
-                torch.testing.assert_close(got, want, **TOLERANCES[torch.float64])
+    assert_subset_gradients("extension", needs)
 
 
 def test_huge_logits_stay_finite():

@@ -17,7 +17,7 @@ import torch
 import condnet.ops as ops
 from condnet.ops import reference
 from condnet.ops import triton as triton_kernels
-from tests.opcases import TOLERANCES, make_inputs
+from tests.opcases import TOLERANCES, assert_subset_gradients, make_inputs
 
 
 def _interpreter_missing_reason():
@@ -161,22 +161,7 @@ def test_backward_output_mask_computes_only_what_is_asked(mask):
 @needs_interpreter
 @pytest.mark.parametrize("needs", [(True, False, False), (False, True, True), (False, False, True)])
 def test_gradients_for_a_subset_of_inputs(needs):
-    x, gw, gb, w, b = make_inputs(2, 7, 5, 6, 9)
-    for op, ref, args in (
-        (ops.class_pool, reference.class_pool, (x, gw, gb)),
-        (ops.dynamic_classify, reference.dynamic_classify, (x, w, b)),
-    ):
-        grads = []
-        for fn in (_triton(op), ref):
-            leaves = [t.clone().requires_grad_(n) for t, n in zip(args, needs, strict=True)]
-            out = fn(*leaves)
-            out = out if isinstance(out, tuple) else (out,)
-            sum(o.square().sum() for o in out).backward()
-            grads.append([t.grad for t in leaves])
-        for got, want, need in zip(*grads, needs, strict=True):
-            assert (got is None) == (not need)
-            if need:
-                torch.testing.assert_close(got, want, **TOLERANCES[torch.float64])
+    assert_subset_gradients("triton", needs)
 
 
 @needs_interpreter
