@@ -101,6 +101,18 @@ def test_sampler_covers_the_dataset_each_epoch_and_splits_across_ranks():
     assert [i for i, _ in list(SeededSampler(4, shuffle=False))] == [0, 1, 2, 3]
 
 
+def test_sampler_resumes_mid_epoch_once():
+    sampler = SeededSampler(10, seed=3, rank=1, world_size=2)
+    full = list(sampler)
+    sampler.set_epoch(0, start=3)
+    assert list(sampler) == full[3:]
+    assert sampler.epoch == 1
+    sampler.set_epoch(0)
+    assert list(sampler) == full  # the skip applied to one epoch only
+    with pytest.raises(ValueError, match=r"start must be in \[0, 5\]; got 6"):
+        sampler.set_epoch(0, start=6)
+
+
 def test_integer_indexing_follows_torch_manual_seed(scenes):
     ds = train_set(scenes)
     torch.manual_seed(11)

@@ -371,7 +371,7 @@ def test_pretrained_true_failure_says_how_to_use_a_local_file(monkeypatch):
 def test_bad_arguments(r50, tmp_path):
     with pytest.raises(ValueError, match="cannot be loaded into a backbone on device='meta'"):
         build_backbone("resnet50_v1c", pretrained=True, device="meta")
-    with pytest.raises(ValueError, match=r"name must be one of \('resnet50_v1c'.*got 'resnet18'"):
+    with pytest.raises(ValueError, match=r"name must be one of \('resnet18_v1c'.*got 'resnet18'"):
         build_backbone("resnet18")
     with pytest.raises(TypeError, match="pretrained must be False, True, .* got int"):
         build_backbone("resnet50_v1c", pretrained=1)
@@ -390,3 +390,16 @@ def test_unsafe_pickle_is_refused_with_advice(tmp_path):
     torch.save({"state_dict": {}, "meta": nn.Identity()}, path)
     with pytest.raises(ValueError, match=r"(?s)weights_only=True.*weights_only=False"):
         backbone_weights.read_checkpoint(path)
+
+
+@pytest.mark.parametrize("name, channels", [("resnet18_v1c", [64, 128, 256, 512])])
+def test_basic_block_v1c_resnets_are_dilated_with_the_deep_stem(name, channels):
+    net = build_backbone(name).eval()
+    assert net.conv1[0].out_channels == 32 and net.conv1[6].out_channels == 64  # deep stem
+    assert net.layer3[0].conv1.dilation == (1, 1) and net.layer3[1].conv1.dilation == (2, 2)
+    assert net.layer4[0].conv1.dilation == (2, 2) and net.layer4[1].conv1.dilation == (4, 4)
+    feats = net(torch.randn(1, 3, 64, 64))
+    assert [f.shape[1] for f in feats] == channels == net.out_channels
+    assert [f.shape[-1] for f in feats] == [16, 8, 8, 8]
+    with pytest.raises(ValueError, match="timm has no ImageNet weights for resnet18_v1c"):
+        build_backbone(name, pretrained=True)

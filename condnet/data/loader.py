@@ -29,6 +29,10 @@ class SeededSampler(Sampler):
 
     With ``world_size > 1`` rank ``rank`` gets every ``world_size``-th position of
     the epoch's order (padded by wrapping around so every rank has equally many).
+
+    Each ``iter()`` runs one epoch and moves on to the next. ``set_epoch(e, start)``
+    picks the epoch and skips the first ``start`` items of this rank's order once,
+    so a resumed run continues exactly where the interrupted one stopped.
     """
 
     def __init__(
@@ -49,9 +53,13 @@ class SeededSampler(Sampler):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        if not 0 <= start <= len(self):
+            raise ValueError(f"start must be in [0, {len(self)}]; got {start}")
         self.epoch = int(epoch)
+        self.start = int(start)
 
     def __len__(self) -> int:
         return math.ceil(self.size / self.world_size)
@@ -63,7 +71,8 @@ class SeededSampler(Sampler):
         seeds = rng.integers(0, 2**63 - 1, size=self.size, dtype=np.int64)
         total = len(self) * self.world_size
         positions = np.arange(total) % self.size  # wrap around to pad
-        positions = positions[self.rank :: self.world_size]
+        positions = positions[self.rank :: self.world_size][self.start :]
+        self.start = 0
         return iter(zip(order[positions].tolist(), seeds[positions].tolist(), strict=True))
 
 

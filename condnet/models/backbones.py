@@ -5,6 +5,10 @@
   dilations 2 and 4, the first block of each at the previous dilation (mmseg's
   ``contract_dilation=True``). Maps of 256, 512, 1024, 2048 channels at
   strides 4, 8, 8, 8.
+- ``resnet18_v1c`` / ``resnet34_v1c``: the same with basic blocks (maps of 64,
+  128, 256, 512 channels); small networks for quick runs such as the demo.
+  timm has no ImageNet weights for them (``pretrained=True`` is refused); a
+  local checkpoint loads as for the others.
 - ``swin_base_w12``: Swin-B, window 12 (``swin_base_patch4_window12_384``),
   stochastic depth 0.3, a LayerNorm on each stage's output as in mmseg's Swin.
   Maps of 128, 256, 512, 1024 channels at strides 4, 8, 16, 32; any input size.
@@ -26,7 +30,9 @@ from torch import nn
 
 from .backbone_weights import load_backbone_weights
 
-BACKBONES = ("resnet50_v1c", "resnet101_v1c", "swin_base_w12")
+BACKBONES = ("resnet18_v1c", "resnet34_v1c", "resnet50_v1c", "resnet101_v1c", "swin_base_w12")
+# timm builds V1c basic-block ResNets from its plain ones with the deep stem.
+_BASIC_V1C = dict(stem_type="deep", stem_width=32)
 _LOCAL_HINT = (
     "pass pretrained='/path/to/checkpoint.pth' instead: a timm state dict, an mmseg/mmcv "
     "ImageNet checkpoint (open-mmlab://resnet50_v1c style) or mmseg Swin checkpoint, or the "
@@ -67,12 +73,13 @@ class ResNetV1c(nn.Module):
     """Dilated ResNet-V1c (output stride 8), timm's ``resnet{depth}c``.
 
     ``forward(img)`` returns the outputs of stages 1-4: channels
-    ``out_channels = [256, 512, 1024, 2048]`` at ``strides = [4, 8, 8, 8]``.
+    ``out_channels = [256, 512, 1024, 2048]`` (depth 18/34: ``[64, 128, 256,
+    512]``) at ``strides = [4, 8, 8, 8]``.
     Submodule and state-dict names are timm's (``conv1``, ``bn1``,
     ``layer1`` .. ``layer4``), without the classifier.
 
     Args:
-        depth: 50 or 101.
+        depth: 18, 34, 50 or 101.
         pretrained: False; True for timm's ImageNet weights (downloaded or
             cached by timm); or a checkpoint path / state dict in any format of
             :mod:`condnet.models.backbone_weights`, loaded strictly.
@@ -84,10 +91,18 @@ class ResNetV1c(nn.Module):
 
     def __init__(self, depth: int = 50, pretrained=False, **timm_kwargs) -> None:
         super().__init__()
-        if depth not in (50, 101):
-            raise ValueError(f"depth must be 50 or 101; got {depth!r}")
+        if depth not in (18, 34, 50, 101):
+            raise ValueError(f"depth must be 18, 34, 50 or 101; got {depth!r}")
         _check_pretrained(pretrained, timm_kwargs.get("device"))
-        self.variant = f"resnet{depth}c"
+        if depth in (18, 34):
+            if pretrained is True:
+                raise ValueError(
+                    f"timm has no ImageNet weights for resnet{depth}_v1c; {_LOCAL_HINT}"
+                )
+            self.variant = f"resnet{depth}"
+            timm_kwargs = {**_BASIC_V1C, **timm_kwargs}
+        else:
+            self.variant = f"resnet{depth}c"
         net = _create_timm(
             self.variant,
             pretrained is True,
@@ -204,8 +219,8 @@ def build_backbone(name: str, pretrained=False, **kwargs) -> nn.Module:
     """Builds a backbone by name.
 
     Args:
-        name: one of :data:`BACKBONES`: ``"resnet50_v1c"``, ``"resnet101_v1c"``,
-            ``"swin_base_w12"``.
+        name: one of :data:`BACKBONES`: ``"resnet18_v1c"``, ``"resnet34_v1c"``,
+            ``"resnet50_v1c"``, ``"resnet101_v1c"``, ``"swin_base_w12"``.
         pretrained: False (random initialisation); True (timm's ImageNet
             weights, fetched by timm); or the path of a local checkpoint (or a
             loaded state dict): timm, mmseg/mmcv or official Swin format,
@@ -221,8 +236,6 @@ def build_backbone(name: str, pretrained=False, **kwargs) -> nn.Module:
     """
     if name not in BACKBONES:
         raise ValueError(f"name must be one of {BACKBONES}; got {name!r}")
-    if name == "resnet50_v1c":
-        return ResNetV1c(50, pretrained=pretrained, **kwargs)
-    if name == "resnet101_v1c":
-        return ResNetV1c(101, pretrained=pretrained, **kwargs)
+    if name.startswith("resnet"):
+        return ResNetV1c(int(name[len("resnet") : -len("_v1c")]), pretrained=pretrained, **kwargs)
     return SwinBackbone("swin_base_patch4_window12_384", pretrained=pretrained, **kwargs)
