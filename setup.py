@@ -15,6 +15,7 @@ is the torch you build against.
 import glob
 import os
 import shutil
+import sys
 
 from setuptools import find_packages, setup
 
@@ -80,12 +81,20 @@ def _sources(pattern):
 def extension():
     sources = ["csrc/ops.cpp", "csrc/python_module.cpp"] + _sources("csrc/cpu/*.cpp")
     cxx_flags = ["-O3", "-Wall", "-Wno-unknown-pragmas"]
+    link_flags = []
+    if sys.platform.startswith("linux"):
+        # at::parallel_for is inlined from ATen's headers: without OpenMP the
+        # CPU kernels would run on one thread. The runtime is the libgomp torch
+        # already loaded (same soname).
+        cxx_flags.append("-fopenmp")
+        link_flags.append("-fopenmp")
     if not _want_cuda():
         print("condnet: building the CPU kernels only")
         return CppExtension(
             "condnet._C",
             sources + ["csrc/build_info_nocuda.cpp"],
             extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=link_flags,
         )
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
     print(
@@ -99,6 +108,7 @@ def extension():
             "cxx": cxx_flags,
             "nvcc": ["-O3", "-lineinfo", "--expt-relaxed-constexpr", "-Xptxas=-warn-spills"],
         },
+        extra_link_args=link_flags,
     )
 
 

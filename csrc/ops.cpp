@@ -17,6 +17,12 @@ namespace condnet {
 // "key=value;..." pairs; condnet.ops.build_info() parses them into a dict.
 std::string build_info() {
   std::string info = "torch=" TORCH_VERSION ";cpu=1;";
+  // Whether at::parallel_for (inlined from ATen's headers) runs on threads here.
+#ifdef _OPENMP
+  info.append("openmp=1;");
+#else
+  info.append("openmp=0;");
+#endif
   info.append(cuda_build_info());
   return info;
 }

@@ -2,6 +2,8 @@
 determinism. Shapes cover B=1, K=1, odd H and W, C not a multiple of 8, and
 images large enough to span several pixel chunks."""
 
+import sys
+
 import pytest
 import torch
 
@@ -193,6 +195,28 @@ def test_repeated_runs_are_bitwise_identical():
     first, second = _run_everything(inputs), _run_everything(inputs)
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OpenMP is enabled on Linux")
+def test_kernels_are_built_with_openmp():
+    assert ops.build_info()["openmp"], "at::parallel_for would run on one thread"
+
+
+def test_worker_threads_see_the_callers_grad_mode_and_dispatch_state():
+    # Several work items per call, so OpenMP workers run some of them; their
+    # ATen calls must not be recorded by autograd or reach ADInplaceOrView.
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        inputs = make_inputs(4, 16, 6, 40, 41, dtype=torch.float32, requires_grad=True)
+        results = _run_everything(inputs)
+        with torch.inference_mode():
+            g, f = ops.class_pool(*inputs[:3], backend="extension")
+            y = ops.dynamic_classify(inputs[0], *inputs[3:], backend="extension")
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(results[:3], (g, f, y), strict=True):
+        torch.testing.assert_close(a.detach(), b, **TOLERANCES[torch.float32])
 
 
 def test_thread_count_changes_only_rounding():

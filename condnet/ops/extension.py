@@ -62,8 +62,9 @@ def build_info() -> dict:
 
     Returns a dict with ``version``, ``extension`` (whether ``condnet._C``
     loaded), ``load_error``, ``torch_built_against``, ``torch_runtime``,
-    ``cpu``, ``cuda``, ``cuda_version``, ``cuda_archs`` and ``kernels``
-    (op name -> device types with a compiled kernel).
+    ``cpu``, ``openmp`` (whether the CPU kernels run on several threads),
+    ``cuda``, ``cuda_version``, ``cuda_archs`` and ``kernels`` (op name ->
+    device types with a compiled kernel).
     """
     info = {
         "version": condnet.__version__,
@@ -72,6 +73,7 @@ def build_info() -> dict:
         "torch_built_against": None,
         "torch_runtime": torch.__version__,
         "cpu": False,
+        "openmp": False,
         "cuda": False,
         "cuda_version": None,
         "cuda_archs": [],
@@ -82,6 +84,7 @@ def build_info() -> dict:
     fields = dict(item.split("=", 1) for item in torch.ops.condnet.build_info().split(";"))
     info["torch_built_against"] = fields.get("torch")
     info["cpu"] = fields.get("cpu") == "1"
+    info["openmp"] = fields.get("openmp") == "1"
     info["cuda"] = fields.get("cuda") == "1"
     info["cuda_version"] = fields.get("cuda_version")
     archs = fields.get("cuda_archs", "")

@@ -3,6 +3,7 @@
 // Each direction walks x once, tile by tile (see tiling.h).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <array>
@@ -36,7 +37,11 @@ std::tuple<at::Tensor, at::Tensor> class_pool_forward(
   const Chunks chunks(N);
   at::Tensor partial = at::empty({B, chunks.count, K, C}, acc_opts);
 
+  // OpenMP workers start with fresh thread-local state (grad mode, dispatch keys):
+  // give them the caller's, which includes this kernel's KernelScope.
+  const at::ThreadLocalState caller_state;
   at::parallel_for(0, B * chunks.count, 1, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard caller_guard(caller_state);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks.count, c = item % chunks.count;
       const int64_t start = c * chunks.length;
@@ -90,7 +95,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_pool_backward(
     const at::Tensor dg3 =
         grad_g.has_value() ? grad_g->contiguous().view({B, K, N}) : at::Tensor();
 
+    // OpenMP workers start with fresh thread-local state (grad mode, dispatch keys):
+    // give them the caller's, which includes this kernel's KernelScope.
+    const at::ThreadLocalState caller_state;
     at::parallel_for(0, B * chunks.count, 1, [&](int64_t begin, int64_t end) {
+      const at::ThreadLocalStateGuard caller_guard(caller_state);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t b = item / chunks.count, c = item % chunks.count;
         const int64_t start = c * chunks.length;

@@ -4,6 +4,7 @@
 // copy of x, y or dy is ever made whole.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -43,7 +44,11 @@ at::Tensor dynamic_classify_forward(const at::Tensor& x_in, const at::Tensor& we
   const at::Tensor ba = bias.has_value() ? bias->to(acc).view({B, K, 1})
                                          : at::zeros({B, K, 1}, x.options().dtype(acc));
   const Chunks chunks(N);
+  // OpenMP workers start with fresh thread-local state (grad mode, dispatch keys):
+  // give them the caller's, which includes this kernel's KernelScope.
+  const at::ThreadLocalState caller_state;
   at::parallel_for(0, B * chunks.count, 1, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard caller_guard(caller_state);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks.count;
       const int64_t start = (item % chunks.count) * chunks.length;
@@ -90,7 +95,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dynamic_classify_backward(
   at::Tensor db_part = at::empty({B, need_db ? chunks.count : 0, K}, acc_opts);
   const at::Tensor wa_t = weight.to(acc).transpose(1, 2);  // (B, C, K)
 
+  // OpenMP workers start with fresh thread-local state (grad mode, dispatch keys):
+  // give them the caller's, which includes this kernel's KernelScope.
+  const at::ThreadLocalState caller_state;
   at::parallel_for(0, B * chunks.count, 1, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard caller_guard(caller_state);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks.count, c = item % chunks.count;
       const int64_t start = c * chunks.length;
