@@ -1,0 +1,133 @@
+"""The config files under configs/: each loads, validates and builds its model (on the
+meta device), and they carry the released settings."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from condnet.engine.builders import build_model, dataset_class, model_config
+from condnet.engine.config import format_config, load_config
+from condnet.models import PLAIN_SUFFIX, list_models
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+FILES = sorted(p for p in CONFIGS.rglob("*.py") if "_base_" not in p.parts)
+IDS = [str(p.relative_to(CONFIGS)) for p in FILES]
+NO_WEIGHTS = ["model.pretrained_backbone=False"]
+
+# Released config file -> model name (the mmseg-style file names of the CondNet release).
+RELEASED = {
+    "condnet_r50-d8_512x512_160k_ade20k.py": "condnet_r50-d8_ade20k",
+    "condnet_r101-d8_512x512_160k_ade20k.py": "condnet_r101-d8_ade20k",
+    "condnet_r50-d8_480x480_80k_pascal_context_59.py": "condnet_r50-d8_pascal_context_59",
+    "condnet_r101-d8_480x480_80k_pascal_context_59.py": "condnet_r101-d8_pascal_context_59",
+    "condnet_upernet_swin-b_512x512_160k_ade20k.py": "condnet_upernet_swin-b_ade20k",
+    "condnet_r50-d8_512x1024_80k_cityscapes.py": "condnet_r50-d8_cityscapes",
+    "condnet_r101-d8_512x1024_80k_cityscapes.py": "condnet_r101-d8_cityscapes",
+}
+# Baseline file -> its CondNet twin.
+TWINS = {
+    "upernet_swin-b_512x512_160k_ade20k.py": "condnet_upernet_swin-b_512x512_160k_ade20k.py",
+    **{"deeplabv3plus" + name[len("condnet") :]: name for name in RELEASED if "swin" not in name},
+}
+
+
+@pytest.mark.parametrize("path", FILES, ids=IDS)
+def test_config_loads_builds_and_round_trips(path, tmp_path):
+    cfg = load_config(path, NO_WEIGHTS)
+    config = model_config(cfg)
+    dataset = dataset_class(cfg.data.dataset)
+    # The model fits the data: classes, the dataset it was made for, the training crop.
+    assert config.num_classes == len(dataset.CLASSES)
+    assert config.dataset == cfg.data.dataset
+    assert config.crop_size == cfg.data.crop_size
+    with torch.device("meta"):
+        model = build_model(cfg)
+    assert model.num_classes == config.num_classes
+    again = tmp_path / "again.py"
+    again.write_text(format_config(cfg))
+    assert load_config(again) == cfg
+
+
+def test_every_released_model_has_a_config_and_a_baseline():
+    assert sorted(p.name for p in (CONFIGS / "condnet").glob("*.py")) == sorted(RELEASED)
+    assert sorted(p.name for p in (CONFIGS / "baselines").glob("*.py")) == sorted(TWINS)
+    names = set()
+    for file, name in RELEASED.items():
+        cfg = load_config(CONFIGS / "condnet" / file)
+        assert cfg.model == {"name": name, "pretrained_backbone": True}
+        names |= {name, name + PLAIN_SUFFIX}
+    assert names == set(list_models())
+
+
+@pytest.mark.parametrize("baseline", sorted(TWINS))
+def test_baselines_differ_only_by_the_classifier(baseline):
+    plain = load_config(CONFIGS / "baselines" / baseline)
+    condnet = load_config(CONFIGS / "condnet" / TWINS[baseline])
+    assert plain.model.name == condnet.model.name + PLAIN_SUFFIX
+    plain.model.name = condnet.model.name
+    assert plain == condnet
+
+
+def test_demo_twins_differ_only_by_the_classifier():
+    condnet = load_config(CONFIGS / "demo" / "condnet_r18-d8_scenes.py")
+    plain = load_config(CONFIGS / "demo" / "plain_r18-d8_scenes.py")
+    assert plain.model.pop("classifier") == "plain" and plain == condnet
+    assert condnet.model.backbone == "resnet18_v1c" and not condnet.model.pretrained_backbone
+    assert condnet.runner.max_iters == 150 and condnet.data.workers_per_gpu == 0
+    assert condnet.data.crop_size == (128, 128) and condnet.data.root == "data/scenes"
+
+
+@pytest.mark.parametrize("iters", [20, 40, 80, 160])
+def test_schedules(iters, tmp_path):
+    child = tmp_path / "c.py"
+    base = CONFIGS / "_base_" / "schedules" / f"schedule_{iters}k.py"
+    child.write_text(f"_base_ = {str(base)!r}\nmodel = dict(name='condnet_r50-d8_ade20k')\n")
+    cfg = load_config(child)
+    assert cfg.runner.max_iters == iters * 1000
+    assert cfg.checkpoint.interval == cfg.evaluation.interval == iters * 100
+    assert (cfg.optimizer.type, cfg.optimizer.lr, cfg.optimizer.momentum) == ("SGD", 0.01, 0.9)
+    assert cfg.optimizer.weight_decay == 5e-4
+    assert (cfg.lr_config.policy, cfg.lr_config.power, cfg.lr_config.min_lr) == ("poly", 0.9, 1e-4)
+
+
+@pytest.mark.parametrize("name", ["ade20k", "pascal_context_59", "cityscapes", "scenes"])
+def test_dataset_bases_use_the_default_roots(name, tmp_path):
+    child = tmp_path / "c.py"
+    base = CONFIGS / "_base_" / "datasets" / f"{name}.py"
+    child.write_text(f"_base_ = {str(base)!r}\nmodel = dict(name='condnet_r50-d8_ade20k')\n")
+    cfg = load_config(child)
+    assert cfg.data.dataset == name and cfg.data.root == dataset_class(name).DEFAULT_ROOT
+
+
+def test_released_settings():
+    def load(name):
+        return load_config(CONFIGS / "condnet" / name)
+
+    ade = load("condnet_r101-d8_512x512_160k_ade20k.py")
+    assert ade.runner.max_iters == 160000 and ade.data.samples_per_gpu == 4
+    assert ade.data.img_scale == (2048, 512) and ade.data.crop_size == (512, 512)
+    context = load("condnet_r101-d8_480x480_80k_pascal_context_59.py")
+    assert context.runner.max_iters == 80000 and context.data.img_scale == (520, 520)
+    assert context.data.crop_size == (480, 480) and context.data.ratio_range == (0.5, 2.0)
+    opt = context.optimizer
+    assert (opt.type, opt.lr, opt.weight_decay, opt.head_lr_mult) == ("SGD", 1e-3, 1e-4, 10.0)
+    city = load("condnet_r50-d8_512x1024_80k_cityscapes.py")
+    assert city.data.crop_size == (512, 1024) and city.data.samples_per_gpu == 2
+    assert city.data.img_scale == city.data.test_scale == (2048, 1024)
+    swin = load("condnet_upernet_swin-b_512x512_160k_ade20k.py")
+    assert swin.data.samples_per_gpu == 2 and swin.runner.max_iters == 160000
+    assert dict(swin.optimizer) == dict(
+        type="AdamW",
+        lr=6e-5,
+        momentum=0.9,  # the default; AdamW ignores it
+        betas=(0.9, 0.999),
+        weight_decay=0.01,
+        head_lr_mult=1.0,
+        no_decay_norm=True,
+        no_decay_keys=("absolute_pos_embed", "relative_position_bias_table"),
+        grad_clip=None,
+    )
+    assert dict(swin.lr_config) == dict(
+        policy="poly", power=1.0, min_lr=0.0, warmup="linear", warmup_iters=1500, warmup_ratio=1e-6
+    )
