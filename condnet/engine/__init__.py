@@ -1,0 +1,1 @@
+"""Training and evaluation: config files, the training loop, checkpoints, metrics."""

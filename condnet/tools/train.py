@@ -1,0 +1,121 @@
+"""``tools/train.py CONFIG``: train a model (one process, or one per GPU under torchrun).
+
+Examples::
+
+    python tools/train.py configs/condnet/condnet_r50-d8_512x512_160k_ade20k.py
+    python tools/train.py CONFIG --work-dir work_dirs/run1 --auto-resume --amp bf16
+    python tools/train.py CONFIG --cfg-options runner.max_iters=1000 data.samples_per_gpu=2
+    PORT=29501 tools/dist_train.sh CONFIG 4          # 4 GPUs (torchrun, DDP, SyncBN)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from ..engine import dist
+from ..engine.config import ConfigError, dump_config, load_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tools/train.py",
+        description="Train a segmentation model from a config file (mmseg-style).",
+    )
+    parser.add_argument("config", help="config file (configs/...)")
+    parser.add_argument(
+        "--work-dir",
+        help="logs and checkpoints (default: config's work_dir, else work_dirs/<config name>)",
+    )
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument("--resume-from", help="continue training from this checkpoint")
+    resume.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="continue from the newest intact checkpoint in the work dir, if any",
+    )
+    parser.add_argument("--load-from", help="start from these weights (iteration 0)")
+    parser.add_argument("--no-validate", action="store_true", help="skip periodic evaluation")
+    parser.add_argument("--seed", type=int, help="random seed (default: runner.seed)")
+    parser.add_argument(
+        "--deterministic", action="store_true", help="deterministic kernels (slower)"
+    )
+    parser.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        help="default: cuda when available, else cpu",
+    )
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config fields, e.g. optimizer.lr=0.02 data.samples_per_gpu=2",
+    )
+    return parser
+
+
+def _options(args: argparse.Namespace) -> list[str]:
+    options = list(args.cfg_options)
+    if args.seed is not None:
+        options.append(f"runner.seed={args.seed}")
+    if args.deterministic:
+        options.append("runner.deterministic=True")
+    if args.amp is not None:
+        options.append(f"runner.amp={args.amp!r}")
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available on this machine")
+    try:
+        cfg = load_config(args.config, _options(args))
+    except (ConfigError, FileNotFoundError) as err:
+        parser.error(str(err))
+    for flag in ("resume_from", "load_from"):
+        path = getattr(args, flag) or cfg.get(flag)
+        if path is not None and not Path(path).is_file():
+            parser.error(f"--{flag.replace('_', '-')}: no such file {path}")
+    work_dir = Path(args.work_dir or cfg.work_dir or Path("work_dirs") / Path(args.config).stem)
+
+    from ..engine.trainer import Trainer  # imports the model stack; after argument checks
+
+    dist.init_distributed(device)
+    try:
+        trainer = Trainer(cfg, work_dir, device=device, validate=not args.no_validate)
+        if dist.is_main():
+            dump_config(cfg, work_dir / Path(args.config).name)
+        resume_from = args.resume_from or cfg.resume_from
+        if resume_from is None and (args.auto_resume or cfg.auto_resume):
+            if dist.is_main():
+                trainer.checkpoints.remove_temporaries()
+            dist.barrier()
+            resume_from = trainer.checkpoints.latest()
+            if resume_from is None:
+                trainer.log.info(f"--auto-resume: no checkpoint in {work_dir}; starting afresh")
+        if resume_from is not None:
+            trainer.resume(resume_from)
+        elif args.load_from or cfg.load_from:
+            trainer.load_from(args.load_from or cfg.load_from)
+    except (FileNotFoundError, ValueError) as err:  # setup problems: data, weights, config
+        print(f"error: {err}", file=sys.stderr)
+        dist.cleanup()
+        return 1
+    try:
+        summary = trainer.run()
+    finally:
+        dist.cleanup()
+    signum = summary["stopped_by_signal"]
+    return 0 if signum is None else 128 + signum
+
+
+if __name__ == "__main__":
+    sys.exit(main())
