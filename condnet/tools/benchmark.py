@@ -1,0 +1,216 @@
+"""``tools/benchmark.py CONFIG [CHECKPOINT]``: inference speed of a config's model
+(mmseg's tools/benchmark.py, on random input).
+
+Examples::
+
+    python tools/benchmark.py configs/condnet/condnet_r50-d8_512x512_160k_ade20k.py
+    python tools/benchmark.py CONFIG --device cuda --amp bf16 --channels-last --json bench.json
+    python tools/benchmark.py CONFIG --backend reference --mode predict --shape 512 2048
+
+Each iteration runs one batch of random images through the model in eval mode
+without gradients: ``model(img)`` (``--mode whole``) or ``model.predict(img)``
+with the config's test setting (``--mode predict``, e.g. sliding windows). The
+time per batch is taken with ``perf_counter`` around the call, after a CUDA
+synchronize on either side on a GPU; the report gives its median and 20%/80%
+quantiles over ``--iters`` iterations that follow ``--warmup`` untimed ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import condnet
+
+from ..ops import BACKENDS, use_backend
+from ..ops import backend as backend_resolution
+from .complexity import (
+    add_config_arguments,
+    check_output_path,
+    input_shape,
+    load_model_config,
+    positive_int,
+    write_json,
+)
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU model from /proc/cpuinfo where there is one."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tools/benchmark.py",
+        description="Inference speed (images/s) of a config's model on random input.",
+    )
+    parser.add_argument("config", help="config file (configs/...)")
+    parser.add_argument(
+        "checkpoint", nargs="?", help="weights to load (default: random initialisation)"
+    )
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu"
+    )
+    add_config_arguments(parser)
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="images per batch")
+    parser.add_argument(
+        "--warmup", type=int, default=5, help="untimed iterations first (default 5)"
+    )
+    parser.add_argument("--iters", type=positive_int, default=50, help="timed iterations")
+    parser.add_argument(
+        "--mode",
+        choices=("whole", "predict"),
+        default="whole",
+        help="whole: model(img); predict: model.predict(img) with the config's test setting",
+    )
+    parser.add_argument("--amp", choices=tuple(AMP_DTYPES), help="autocast to this dtype")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="model and input in channels-last layout"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="condnet ops backend (default: CONDNET_BACKEND, else auto); "
+        "a model.backend set in the config takes precedence",
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the results to this JSON file")
+    return parser
+
+
+def resolved_backend(model: torch.nn.Module, device: torch.device) -> str:
+    """The implementation the conditional classifier's ops run on for ``device``
+    ("reference", "extension" or "triton"), as the op dispatch will pick it."""
+    fixed = getattr(getattr(model, "config", None), "backend", None)
+    return backend_resolution.resolve("dynamic_classify", device.type, fixed)
+
+
+def time_iterations(fn, device: torch.device, warmup: int, iters: int) -> list[float]:
+    """Seconds per call of ``fn`` for ``iters`` calls after ``warmup`` untimed ones."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda device=None: None)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run(args: argparse.Namespace, cfg, device: torch.device) -> dict:
+    """Builds the model, times it and returns the results (see ``--json``)."""
+    from ..engine.builders import build_model
+    from ..engine.checkpoint import load_weights
+
+    model = build_model(cfg)
+    if args.checkpoint is not None:
+        load_weights(model, args.checkpoint)
+    model = model.to(device).eval()
+    h, w = input_shape(cfg, args)
+    img = torch.randn(args.batch_size, 3, h, w, device=device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        img = img.contiguous(memory_format=torch.channels_last)
+    forward = model if args.mode == "whole" else model.predict
+    autocast = (
+        torch.autocast(device.type, dtype=AMP_DTYPES[args.amp])
+        if args.amp
+        else contextlib.nullcontext()
+    )
+    requested = args.backend or backend_resolution.requested_backend()
+    with use_backend(requested), torch.no_grad(), autocast:
+        backend = resolved_backend(model, device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        times = time_iterations(lambda: forward(img), device, args.warmup, args.iters)
+    median, q20, q80 = (float(q) for q in np.quantile(times, [0.5, 0.2, 0.8]))
+    return {
+        "config": str(args.config),
+        "checkpoint": args.checkpoint,
+        "device": device.type,
+        "device_name": device_name(device),
+        "torch_version": torch.__version__,
+        "condnet_version": condnet.__version__,
+        "threads": torch.get_num_threads(),
+        "backend_requested": requested,
+        "backend": backend,
+        "mode": args.mode,
+        "shape": [h, w],
+        "batch_size": args.batch_size,
+        "amp": args.amp,
+        "channels_last": args.channels_last,
+        "warmup": args.warmup,
+        "iters": args.iters,
+        "time_per_batch_s": {"median": median, "q20": q20, "q80": q80},
+        "images_per_s": args.batch_size / median,
+        "peak_memory_bytes": (
+            torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+        ),
+        "times_s": times,
+    }
+
+
+def format_result(r: dict) -> str:
+    t = r["time_per_batch_s"]
+    h, w = r["shape"]
+    lines = [
+        f"config: {r['config']}",
+        f"device: {r['device']} ({r['device_name']}), torch {r['torch_version']}, "
+        f"condnet {r['condnet_version']}, {r['threads']} CPU threads",
+        f"condnet backend: {r['backend']} (requested {r['backend_requested']})",
+        f"input: {r['batch_size']}x3x{h}x{w}, mode {r['mode']}, amp {r['amp'] or 'off'}, "
+        f"channels_last {r['channels_last']}",
+        f"time per batch: median {t['median'] * 1e3:.2f} ms "
+        f"(20%: {t['q20'] * 1e3:.2f} ms, 80%: {t['q80'] * 1e3:.2f} ms) over {r['iters']} iters",
+        f"throughput: {r['images_per_s']:.2f} images/s",
+    ]
+    if r["peak_memory_bytes"] is not None:
+        lines.append(f"peak GPU memory: {r['peak_memory_bytes'] / 2**20:.1f} MiB")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.warmup < 0:
+        parser.error(f"--warmup must be >= 0; got {args.warmup}")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available on this machine")
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        parser.error(f"checkpoint: no such file {args.checkpoint}")
+    check_output_path(parser, args.json, "--json")
+    cfg = load_model_config(parser, args)
+    try:
+        result = run(args, cfg, device)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        # weights that do not fit, a backend that cannot run here, an input too small
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(format_result(result))
+    if args.json:
+        write_json(result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
