@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -116,6 +117,17 @@ def test_load_from_starts_at_iteration_zero_with_the_weights(config, tmp_path):
     )
     assert sorted(losses(finetune)) == [1, 2]
     assert losses(finetune)[1] != losses(run)[1]  # other weights, same data
+
+
+def test_accumulation_channels_last_and_bf16(config, tmp_path):
+    run = tmp_path / "run"
+    opts = ["runner.max_iters=2", "runner.accumulate_steps=2", "runner.channels_last=True"]
+    argv = [str(config), "--work-dir", str(run), "--amp", "bf16", "--no-validate"]
+    assert main([*argv, "--cfg-options", *opts]) == 0
+    meta = load_checkpoint(run / "latest.pth")["meta"]
+    # 10 images in batches of 2: two iterations of two batches each used 4 of the 5.
+    assert (meta["iteration"], meta["epoch"], meta["epoch_start"]) == (2, 0, 4)
+    assert all(map(math.isfinite, losses(run)[2]))
 
 
 def _env() -> dict:
