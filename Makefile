@@ -1,8 +1,11 @@
 # Two entry points, each of which sets everything up first (a virtual
 # environment in .venv, torch, the compiled extension):
 #
-#   make bench   the main job: the kernel benchmark on this machine's CPU
+#   make demo    the main job: CondNet against its plain twin, trained on the
+#                generated scenes on this CPU (a few minutes)
 #   make test    lint and the test suite
+#
+# and `make bench`, the kernel benchmark behind the README's Results.
 #
 # Variables: PYTHON (interpreter for the venv), VENV, TORCH_VERSION,
 # TORCHVISION_VERSION, MAX_JOBS. CUDA is built when a toolkit is found
@@ -19,7 +22,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 SOURCES := setup.py pyproject.toml CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu)
 RESULTS := benchmarks/results
 
-.PHONY: install test bench lint clean
+.PHONY: install test demo bench lint clean
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +44,11 @@ lint: install
 
 test: lint
 	$(PY) -m pytest -q
+
+# Writes data/scenes, trains into work_dirs/demo (resuming an interrupted run),
+# prints both mIoUs and saves work_dirs/demo/{predictions,guidance}.png.
+demo: install
+	$(PY) tools/demo.py
 
 # The committed CPU results: every op and mode at the ADE shape with B=2 and
 # B=8, and the classifier's K and N sweeps (B=2) with their plot; float32.

@@ -74,8 +74,8 @@ def test_demo_twins_differ_only_by_the_classifier():
     plain = load_config(CONFIGS / "demo" / "plain_r18-d8_scenes.py")
     assert plain.model.pop("classifier") == "plain" and plain == condnet
     assert condnet.model.backbone == "resnet18_v1c" and not condnet.model.pretrained_backbone
-    assert condnet.runner.max_iters == 150 and condnet.data.workers_per_gpu == 0
-    assert condnet.data.crop_size == (128, 128) and condnet.data.root == "data/scenes"
+    assert condnet.runner.max_iters == 300 and condnet.data.workers_per_gpu == 0
+    assert condnet.data.crop_size == (96, 96) and condnet.data.root == "data/scenes"
 
 
 @pytest.mark.parametrize("iters", [20, 40, 80, 160])

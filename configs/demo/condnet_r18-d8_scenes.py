@@ -1,7 +1,9 @@
 # The CPU demo: a small CondNet (DeepLabV3+ with the conditional classifier on
 # ResNet-18-V1c, output stride 8, 128-channel head) trained from scratch on the generated
-# scene set for 150 iterations of 8 images; checkpoint and evaluation every 50.
-# Make the set first (see ../_base_/datasets/scenes.py).
+# scene set: 300 iterations of 8 crops of 96x96, about 2 minutes on 2 CPU cores.
+# Make the set first (see ../_base_/datasets/scenes.py); tools/demo.py does.
+# Tuned for learning fast from scratch (measured, seed 0): with mmseg's lr 0.01 and
+# photometric distortion the networks were still at chance level after 150 iterations.
 _base_ = ["../_base_/datasets/scenes.py", "../_base_/default_runtime.py"]
 model = dict(
     name=None,
@@ -9,17 +11,17 @@ model = dict(
     head="sep_aspp",
     num_classes=8,
     dataset="scenes",
-    crop_size=(128, 128),
+    crop_size=(96, 96),
     channels=128,
     aux_channels=64,
-    # mmseg's (1, 12, 24, 36) is for 64x64 feature maps (512 crops); the 16x16 maps of
-    # 128 crops get the same dilations scaled by 1/4.
+    # mmseg's (1, 12, 24, 36) is for 64x64 feature maps (512 crops); the 12x12 maps of
+    # 96 crops get them scaled down.
     dilations=(1, 3, 6, 9),
     pretrained_backbone=False,  # timm has no ImageNet weights for resnet18_v1c
 )
-data = dict(samples_per_gpu=8, workers_per_gpu=0)
-optimizer = dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=5e-4)
+data = dict(crop_size=(96, 96), photometric=False, samples_per_gpu=8, workers_per_gpu=0)
+optimizer = dict(type="SGD", lr=0.05, momentum=0.9, weight_decay=5e-4)
 lr_config = dict(policy="poly", power=0.9, min_lr=1e-4)
-runner = dict(max_iters=150, log_interval=10)
-checkpoint = dict(interval=50)
-evaluation = dict(interval=50, metric="mIoU")
+runner = dict(max_iters=300, log_interval=25)
+checkpoint = dict(interval=100)
+evaluation = dict(interval=100, metric="mIoU")
