@@ -49,6 +49,17 @@ def init_distributed(
     return dist.get_rank(), dist.get_world_size()
 
 
+def choose_device(requested: str | None) -> str:
+    """A tool's ``--device``: ``None`` means cuda when available, else cpu.
+
+    Raises ValueError when cuda is requested on a machine without it.
+    """
+    device = requested or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available on this machine")
+    return device
+
+
 def local_device(device: str | torch.device) -> torch.device:
     """``cuda`` becomes this process's GPU (``cuda:LOCAL_RANK`` under torchrun)."""
     device = torch.device(device)

@@ -29,6 +29,7 @@ import torch
 
 import condnet
 
+from ..engine import dist
 from ..ops import BACKENDS, use_backend
 from ..ops import backend as backend_resolution
 from .complexity import (
@@ -193,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.warmup < 0:
         parser.error(f"--warmup must be >= 0; got {args.warmup}")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available on this machine")
+    try:
+        device = torch.device(dist.choose_device(args.device))
+    except ValueError as err:
+        parser.error(str(err))
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         parser.error(f"checkpoint: no such file {args.checkpoint}")
     check_output_path(parser, args.json, "--json")

@@ -165,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--iters must be >= 1; got {args.iters}")
     if args.num_images < 1:
         parser.error(f"--num-images must be >= 1; got {args.num_images}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available on this machine")
+    try:
+        dist.choose_device(args.device)
+    except ValueError as err:
+        parser.error(str(err))
     configs = Path(args.configs) if args.configs else _default_configs()
     missing = [name for _, name in MODELS if not (configs / name).is_file()]
     if missing:

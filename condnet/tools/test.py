@@ -19,8 +19,6 @@ import math
 import sys
 from pathlib import Path
 
-import torch
-
 from ..engine import dist
 from ..engine.config import ConfigError, load_config
 from ..engine.metrics import format_table
@@ -143,9 +141,10 @@ def _write_out(path: Path, args, results: dict, class_names, settings: dict) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available on this machine")
+    try:
+        device = dist.choose_device(args.device)
+    except ValueError as err:
+        parser.error(str(err))
     launcher = args.launcher or ("torchrun" if dist.launched_by_torchrun() else "none")
     if launcher == "torchrun" and not dist.launched_by_torchrun():
         parser.error(

@@ -14,8 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from ..engine import dist
 from ..engine.config import ConfigError, dump_config, load_config
 
@@ -73,9 +71,10 @@ def _options(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available on this machine")
+    try:
+        device = dist.choose_device(args.device)
+    except ValueError as err:
+        parser.error(str(err))
     try:
         cfg = load_config(args.config, _options(args))
     except (ConfigError, FileNotFoundError) as err:
