@@ -19,7 +19,7 @@ MAX_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PY := $(VENV)/bin/python
 # The venv's tools (ninja, cmake, ruff) first, without activating it.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
-SOURCES := setup.py pyproject.toml CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu)
+SOURCES := setup.py pyproject.toml CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh csrc/*/*/*.h)
 RESULTS := benchmarks/results
 
 .PHONY: install test demo bench lint clean

@@ -10,8 +10,10 @@ compiled ``condnet._C`` kernels), ``"triton"`` (the Triton kernels in
 ``"auto"``, which picks, for the tensor's device:
 
 - CUDA: ``"triton"`` when triton imports and the current GPU has compute
-  capability 8.0 or newer; else ``"extension"`` when it has a CUDA kernel;
-  else ``"reference"``.
+  capability 8.0 or newer; else ``"extension"`` (the native CUDA kernels of
+  csrc/cuda) when it has a CUDA kernel; else ``"reference"``. Neither GPU path
+  has been timed on a GPU yet; the order follows the benchmark once it has
+  (benchmarks/NOTES.md).
 - CPU (and any other device): ``"extension"`` when it has a kernel for the
   device, else ``"reference"``. Never ``"triton"``: the interpreter is for tests.
 

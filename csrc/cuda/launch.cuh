@@ -1,0 +1,90 @@
+// Host side of a kernel launch: device guard, stream, grid size checks and
+// launch error checks. Under CONDNET_EMULATE launches run on the host through
+// emulate/host_shim.h (tests only).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+#include "../kernel_host.h"
+#include "device_api.cuh"
+
+#ifdef CONDNET_EMULATE
+
+namespace condnet::cuda {
+struct DeviceGuard {
+  explicit DeviceGuard(const at::Tensor&) {}
+};
+using Stream = int;
+inline Stream current_stream() { return 0; }
+// A small, fixed "GPU" so that the emulated grids split work as a real one does.
+inline int multiprocessor_count(const at::Tensor&) { return 4; }
+}  // namespace condnet::cuda
+
+#define CONDNET_LAUNCH(kernel, blocks, stream, ...) \
+  ::emu::launch(blocks, ::condnet::cuda::kThreads, [&] { kernel(__VA_ARGS__); })
+
+#else
+
+// c10's stream and guard headers only: ATen/cuda/CUDAContext.h would pull in
+// cuBLAS/cuSPARSE headers that a bare nvcc install does not have.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+namespace condnet::cuda {
+struct DeviceGuard {
+  c10::cuda::CUDAGuard guard;
+  explicit DeviceGuard(const at::Tensor& t) : guard(t.device()) {}
+};
+using Stream = cudaStream_t;
+inline Stream current_stream() { return c10::cuda::getCurrentCUDAStream(); }
+inline int multiprocessor_count(const at::Tensor& t) {
+  int count = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, t.device().index()));
+  return count;
+}
+}  // namespace condnet::cuda
+
+#define CONDNET_LAUNCH(kernel, blocks, stream, ...)                           \
+  do {                                                                        \
+    kernel<<<static_cast<unsigned>(blocks), ::condnet::cuda::kThreads, 0,     \
+             stream>>>(__VA_ARGS__);                                          \
+    C10_CUDA_KERNEL_LAUNCH_CHECK();                                           \
+  } while (0)
+
+#endif
+
+namespace condnet::cuda {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+inline int checked_int(int64_t v, const char* what) {
+  TORCH_CHECK_VALUE(v <= std::numeric_limits<int32_t>::max(), "condnet CUDA kernels: ", v, " ",
+                    what, " exceed 2^31 - 1");
+  return static_cast<int>(v);
+}
+
+// Grids are one-dimensional (x allows 2^31 - 1 blocks); a shape that needs
+// more gets an error naming it rather than a failed launch.
+inline int64_t checked_blocks(int64_t blocks, const at::Tensor& x) {
+  TORCH_CHECK_VALUE(blocks <= std::numeric_limits<int32_t>::max(),
+                    "condnet CUDA kernels: x of shape ", x.sizes(),
+                    " needs more than 2^31 - 1 thread blocks; split the batch");
+  return blocks;
+}
+
+// How many pixel splits a reduction over pixels gets: enough blocks for two
+// waves on every multiprocessor, each split at least 4 reduction steps long.
+// Depends only on the shape and the GPU, so runs stay bitwise repeatable.
+inline int pixel_splits(int64_t blocks_per_split, int64_t N, int step, int multiprocessors) {
+  const int64_t want = ceil_div(2 * static_cast<int64_t>(multiprocessors), blocks_per_split);
+  const int64_t most = std::max<int64_t>(1, N / (4 * static_cast<int64_t>(step)));
+  return static_cast<int>(std::clamp<int64_t>(want, 1, std::min<int64_t>(most, 64)));
+}
+
+}  // namespace condnet::cuda

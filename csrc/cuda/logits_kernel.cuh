@@ -1,0 +1,103 @@
+// Per-pixel logits out[b] = W[b] x[b] + bias[b]: class_pool's guide logits
+// (one W for all images) and dynamic_classify's output (a W per image).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+#include "softmax_tile.cuh"
+#include "launch.cuh"
+#include "tile_mma.cuh"
+
+namespace condnet::cuda {
+
+// One block per (image, tile of Tiles<T>::N pixels); it walks every class
+// tile, so with WITH_LSE it also returns each pixel's log-sum-exp over all
+// classes (lse, B x N, in the accumulation type), computed from the logits
+// as stored in T, exactly what the reference's softmax sees.
+// Grid: B * ceil(N / Tiles<T>::N) blocks, pixel tiles fastest.
+template <class T, bool WITH_LSE>
+__global__ void __launch_bounds__(kThreads)
+    logits_kernel(const T* __restrict__ x, const T* __restrict__ weight,
+                  int64_t weight_batch_stride, const T* __restrict__ bias,
+                  int64_t bias_batch_stride, T* __restrict__ out, acc_t<T>* __restrict__ lse,
+                  int C, int K, int64_t N) {
+  using A_t = acc_t<T>;
+  constexpr int TM = Tiles<T>::M, TN = Tiles<T>::N, TK = Tiles<T>::K;
+  __shared__ SharedTile<T, TM, TK> As;
+  __shared__ SharedTile<T, TK, TN> Bs;
+  __shared__ SharedTile<A_t, TM, TN> Cs;
+  __shared__ A_t col_max[TN], col_sum[TN];
+
+  const int64_t tiles = (N + TN - 1) / TN;
+  const int64_t b = blockIdx.x / tiles;
+  const int64_t n0 = (blockIdx.x % tiles) * TN;
+  const int nv = static_cast<int>(std::min<int64_t>(TN, N - n0));
+  const T* xb = x + b * C * N + n0;
+  const T* wb = weight + b * weight_batch_stride;
+  const T* bb = bias == nullptr ? nullptr : bias + b * bias_batch_stride;
+  T* ob = out + b * K * N + n0;
+  if (WITH_LSE && threadIdx.x < TN) {
+    col_max[threadIdx.x] = -std::numeric_limits<A_t>::infinity();
+    col_sum[threadIdx.x] = A_t(0);
+  }
+
+  for (int k0 = 0; k0 < K; k0 += TM) {
+    const int kv = std::min(TM, K - k0);
+    zero_tile<TM, TN>(Cs.data, Cs.ld);
+    for (int c0 = 0; c0 < C; c0 += TK) {
+      const int cv = std::min(TK, C - c0);
+      load_tile<TM, TK>(As.data, As.ld, wb + static_cast<int64_t>(k0) * C + c0, C, kv, cv);
+      load_tile<TK, TN>(Bs.data, Bs.ld, xb + static_cast<int64_t>(c0) * N, N, cv, nv);
+      __syncthreads();
+      block_mma<T, TM, TN, TK, false, false>(As.data, As.ld, Bs.data, Bs.ld, Cs.data, Cs.ld);
+      __syncthreads();
+    }
+    for (int e = threadIdx.x; e < TM * TN; e += kThreads) {
+      const int i = e / TN, j = e % TN;
+      if (i < kv && j < nv) {
+        A_t v = Cs.data[i * Cs.ld + j];
+        if (bb != nullptr) v += to_acc(bb[k0 + i]);
+        const T rounded = static_cast<T>(v);
+        ob[static_cast<int64_t>(k0 + i) * N + j] = rounded;
+        if (WITH_LSE) Cs.data[i * Cs.ld + j] = to_acc(rounded);
+      }
+    }
+    if constexpr (WITH_LSE) {
+      __syncthreads();
+      if (threadIdx.x < nv) {
+        const int j = threadIdx.x;
+        fold_logsumexp(col_max[j], col_sum[j], Cs.data + j, Cs.ld, kv);
+      }
+    }
+    __syncthreads();  // before Cs is zeroed for the next class tile
+  }
+  if constexpr (WITH_LSE) {
+    if (threadIdx.x < nv) {
+      lse[b * N + n0 + threadIdx.x] = col_max[threadIdx.x] + log_acc(col_sum[threadIdx.x]);
+    }
+  }
+}
+
+// out (B, K, N) = weight[b] x[b] + bias[b]; x is (B, C, N) contiguous, weight
+// (K, C) or (B, K, C) and bias (K) or (B, K) as their batch strides say (0:
+// shared by all images), bias may be undefined. With WITH_LSE, lse (B, N).
+template <class T, bool WITH_LSE>
+void launch_logits(const at::Tensor& x, const at::Tensor& weight, int64_t weight_batch_stride,
+                   const at::Tensor& bias, int64_t bias_batch_stride, const at::Tensor& out,
+                   const at::Tensor& lse) {
+  const int64_t B = x.size(0), N = x.size(2);
+  const int64_t blocks = checked_blocks(B * ceil_div(N, Tiles<T>::N), x);
+  auto* kernel = &logits_kernel<T, WITH_LSE>;
+  CONDNET_LAUNCH(kernel, blocks, current_stream(), x.const_data_ptr<T>(),
+                 weight.const_data_ptr<T>(), weight_batch_stride,
+                 bias.defined() ? bias.const_data_ptr<T>() : nullptr, bias_batch_stride,
+                 out.mutable_data_ptr<T>(),
+                 WITH_LSE ? lse.mutable_data_ptr<acc_t<T>>() : nullptr,
+                 checked_int(x.size(1), "channels"), checked_int(out.size(1), "classes"), N);
+}
+
+}  // namespace condnet::cuda

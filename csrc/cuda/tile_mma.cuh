@@ -1,0 +1,166 @@
+// Block-level building blocks of every condnet CUDA kernel: tile sizes per
+// dtype, loading a tile of a row-major matrix into shared memory, and the
+// tile product Cs += A * B on shared-memory operands.
+//
+// float16 and bfloat16 products run on tensor cores (WMMA 16x16x16, float32
+// accumulators); float32 and float64 run as FMA micro-tiles, so the float32
+// path keeps full float32 precision (no TF32) and float64 serves gradcheck.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "device_api.cuh"
+
+namespace condnet::cuda {
+
+// M: rows of an output tile, N: its columns, K: the reduction step.
+// Shared memory per block stays under the 48 KiB of static allocation.
+template <class T>
+struct Tiles {
+  static constexpr int M = 64, N = 64, K = 32;
+  static constexpr bool kTensorCores = false;
+};
+template <>
+struct Tiles<c10::Half> {
+  static constexpr int M = 64, N = 64, K = 64;
+  static constexpr bool kTensorCores = true;
+};
+template <>
+struct Tiles<c10::BFloat16> {
+  static constexpr int M = 64, N = 64, K = 64;
+  static constexpr bool kTensorCores = true;
+};
+template <>
+struct Tiles<double> {
+  static constexpr int M = 32, N = 32, K = 32;
+  static constexpr bool kTensorCores = false;
+};
+
+// Row padding of shared tiles: 16 bytes, which keeps WMMA's 32-byte pointer
+// alignment for every 16x16 sub-tile and staggers rows across banks.
+template <class T>
+constexpr int pad_of() {
+  return 16 / static_cast<int>(sizeof(T));
+}
+
+// A ROWS x COLS shared tile of T with padded rows.
+template <class T, int ROWS, int COLS>
+struct SharedTile {
+  static constexpr int ld = COLS + pad_of<T>();
+  alignas(32) T data[ROWS * ld];
+};
+
+template <class T>
+struct WmmaType;
+template <>
+struct WmmaType<c10::Half> {
+  using type = __half;
+};
+template <>
+struct WmmaType<c10::BFloat16> {
+  using type = __nv_bfloat16;
+};
+
+// dst[r][c] = src[r * lds + c] for r < rows, c < cols; zero in the rest of the
+// ROWS x COLS tile, so padded rows and columns add nothing to a product.
+template <int ROWS, int COLS, class T>
+__device__ __forceinline__ void load_tile(T* dst, int ldd, const T* __restrict__ src, int64_t lds,
+                                          int rows, int cols) {
+  for (int e = threadIdx.x; e < ROWS * COLS; e += kThreads) {
+    const int r = e / COLS, c = e % COLS;
+    dst[r * ldd + c] = (r < rows && c < cols) ? src[r * lds + c] : T(0);
+  }
+}
+
+template <int M, int N, class A_t>
+__device__ __forceinline__ void zero_tile(A_t* Cs, int ldc) {
+  for (int e = threadIdx.x; e < M * N; e += kThreads) Cs[(e / N) * ldc + e % N] = A_t(0);
+}
+
+// Cs += A * B with each thread owning an (M/16) x (N/16) micro-tile whose rows
+// and columns are 16 apart. Each thread reads and writes only its own
+// elements of Cs.
+template <class T, int M, int N, int K, bool A_COL, bool B_COL>
+__device__ __forceinline__ void fma_mma(const T* A, int lda, const T* B, int ldb, acc_t<T>* Cs,
+                                        int ldc) {
+  static_assert(kThreads == 256 && M % 16 == 0 && N % 16 == 0, "16 x 16 thread grid");
+  using A_t = acc_t<T>;
+  constexpr int RM = M / 16, RN = N / 16;
+  const int tm = threadIdx.x / 16, tn = threadIdx.x % 16;
+  A_t acc[RM][RN];
+#pragma unroll
+  for (int i = 0; i < RM; ++i)
+#pragma unroll
+    for (int j = 0; j < RN; ++j) acc[i][j] = Cs[(tm + 16 * i) * ldc + tn + 16 * j];
+#pragma unroll 4
+  for (int k = 0; k < K; ++k) {
+    A_t a[RM], b[RN];
+#pragma unroll
+    for (int i = 0; i < RM; ++i) {
+      const int m = tm + 16 * i;
+      a[i] = to_acc(A_COL ? A[k * lda + m] : A[m * lda + k]);
+    }
+#pragma unroll
+    for (int j = 0; j < RN; ++j) {
+      const int n = tn + 16 * j;
+      b[j] = to_acc(B_COL ? B[n * ldb + k] : B[k * ldb + n]);
+    }
+#pragma unroll
+    for (int i = 0; i < RM; ++i)
+#pragma unroll
+      for (int j = 0; j < RN; ++j) acc[i][j] += a[i] * b[j];
+  }
+#pragma unroll
+  for (int i = 0; i < RM; ++i)
+#pragma unroll
+    for (int j = 0; j < RN; ++j) Cs[(tm + 16 * i) * ldc + tn + 16 * j] = acc[i][j];
+}
+
+#if CONDNET_TENSOR_CORES
+// Cs += A * B on tensor cores: each warp takes 16 x 16 output tiles in turn.
+template <class T, int M, int N, int K, bool A_COL, bool B_COL>
+__device__ __forceinline__ void wmma_mma(const T* A, int lda, const T* B, int ldb, float* Cs,
+                                         int ldc) {
+  namespace wmma = nvcuda::wmma;
+  using E = typename WmmaType<T>::type;
+  using LA = std::conditional_t<A_COL, wmma::col_major, wmma::row_major>;
+  using LB = std::conditional_t<B_COL, wmma::col_major, wmma::row_major>;
+  constexpr int TILES_N = N / 16, TILES = (M / 16) * TILES_N;
+  const E* a_base = reinterpret_cast<const E*>(A);
+  const E* b_base = reinterpret_cast<const E*>(B);
+  for (int t = threadIdx.x / 32; t < TILES; t += kWarps) {
+    const int m0 = (t / TILES_N) * 16, n0 = (t % TILES_N) * 16;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
+    wmma::load_matrix_sync(c, Cs + m0 * ldc + n0, ldc, wmma::mem_row_major);
+#pragma unroll
+    for (int k0 = 0; k0 < K; k0 += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, E, LA> a;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, E, LB> b;
+      wmma::load_matrix_sync(a, a_base + (A_COL ? k0 * lda + m0 : m0 * lda + k0), lda);
+      wmma::load_matrix_sync(b, b_base + (B_COL ? n0 * ldb + k0 : k0 * ldb + n0), ldb);
+      wmma::mma_sync(c, a, b, c);
+    }
+    wmma::store_matrix_sync(Cs + m0 * ldc + n0, c, ldc, wmma::mem_row_major);
+  }
+}
+#endif
+
+// Cs (M x N, row-major, leading dimension ldc) += A (M x K) * B (K x N), all
+// in shared memory. A_COL: A(m, k) is A[k * lda + m], else A[m * lda + k].
+// B_COL: B(k, n) is B[n * ldb + k], else B[k * ldb + n]. The caller
+// synchronises the block before (operands written) and after (Cs read).
+template <class T, int M, int N, int K, bool A_COL, bool B_COL>
+__device__ __forceinline__ void block_mma(const T* A, int lda, const T* B, int ldb, acc_t<T>* Cs,
+                                          int ldc) {
+  constexpr bool kWmma = CONDNET_TENSOR_CORES && Tiles<T>::kTensorCores;
+  if constexpr (kWmma) {
+#if CONDNET_TENSOR_CORES
+    wmma_mma<T, M, N, K, A_COL, B_COL>(A, lda, B, ldb, Cs, ldc);
+#endif
+  } else {
+    fma_mma<T, M, N, K, A_COL, B_COL>(A, lda, B, ldb, Cs, ldc);
+  }
+}
+
+}  // namespace condnet::cuda

@@ -1,0 +1,188 @@
+"""The CUDA kernels of csrc/cuda, run on the CPU: the same sources compiled
+against a host emulation of the CUDA features they use
+(csrc/cuda/emulate/host_shim.h: a host thread per CUDA thread, a barrier for
+__syncthreads, WMMA fragments as whole tiles). The real launch code runs too
+(tile counts, pixel splits, workspaces, the sums of the partials), so every output
+and gradient is checked against the reference in float64, float32, bfloat16
+and float16, at shapes that cover several class, channel and pixel tiles,
+ragged tails and multi-split reductions.
+
+What only a GPU can show (timing, the memory model, fragment layouts, the
+compiled code itself) is tested in test_ops_cuda_gpu.py.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.cpp_extension import load
+
+from condnet.ops import reference
+from tests.opcases import make_inputs
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (rtol, atol as a fraction of the largest |truth|) against float64 math on
+# the dtype-rounded inputs; float64 checks the math up to summation order.
+TOLERANCES = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (2e-4, 2e-5),
+    torch.bfloat16: (2e-2, 1e-2),
+    torch.float16: (4e-3, 2e-3),
+}
+DTYPES = list(TOLERANCES)
+
+SHAPES = [  # B, C, K, H, W
+    (2, 40, 7, 7, 9),  # ragged pixel tile, one class tile
+    (1, 70, 70, 5, 13),  # two class tiles and two channel tiles in every dtype
+    (3, 5, 1, 1, 1),  # one class, one pixel
+    (2, 20, 5, 24, 24),  # 576 pixels: the pixel reductions run in 2 to 4 splits
+    (1, 33, 130, 3, 11),  # three or more class tiles, a ragged last one
+]
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    build = tmp_path_factory.mktemp("cuda_emulation")
+    return load(
+        name="condnet_cuda_emulation",
+        sources=[str(ROOT / "tests" / "cuda_emulation" / "harness.cpp")],
+        extra_cflags=["-O1", "-std=c++20"],
+        build_directory=str(build),
+    )
+
+
+def _close(name, got, truth, dtype):
+    rtol, frac = TOLERANCES[dtype]
+    assert got.dtype == dtype, name
+    atol = frac * max(truth.abs().max().item(), 1e-30)
+    torch.testing.assert_close(
+        got.double(), truth, rtol=rtol, atol=atol, msg=lambda m: f"{name} ({dtype}): {m}"
+    )
+
+
+def _inputs(shape, dtype, seed=0):
+    """Inputs and upstream gradients rounded to dtype (the kernels' view) and
+    the float64 copies the truth is computed from."""
+    B, C, K, H, W = shape
+    x, gw, gb, w, b = make_inputs(B, C, K, H, W, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    dg = torch.randn(B, K, H, W, generator=gen, dtype=torch.float64)
+    df = torch.randn(B, K, C, generator=gen, dtype=torch.float64)
+    dy = torch.randn(B, K, H, W, generator=gen, dtype=torch.float64)
+    low = [t.to(dtype) for t in (x, gw, gb, w, b, dg, df, dy)]
+    return low, [t.double() for t in low]
+
+
+def _class_pool_truth(x, gw, gb, dg, df):
+    leaves = [t.clone().requires_grad_() for t in (x, gw, gb)]
+    g, f = reference.class_pool(*leaves)
+    pairs = [(o, u) for o, u in ((g, dg), (f, df)) if u is not None]
+    torch.autograd.backward([o for o, _ in pairs], [u for _, u in pairs])
+    return g.detach(), f.detach(), [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_matches_reference(emu, shape, dtype):
+    (x, gw, gb, w, b, *_), (xd, gwd, gbd, wd, bd, *_) = _inputs(shape, dtype)
+    g, f = emu.class_pool(x, gw, gb)
+    tg, tf = reference.class_pool(xd, gwd, gbd)
+    _close("guide_logits", g, tg, dtype)
+    _close("class_feats", f, tf, dtype)
+    _close("logits", emu.dynamic_classify(x, w, b), reference.dynamic_classify(xd, wd, bd), dtype)
+    g, f = emu.class_pool(x, gw, None)
+    _close("class_feats without bias", f, reference.class_pool(xd, gwd)[1], dtype)
+    _close(
+        "logits without bias",
+        emu.dynamic_classify(x, w, None),
+        reference.dynamic_classify(xd, wd),
+        dtype,
+    )
+
+
+@pytest.mark.parametrize("upstream", ["both", "feats_only", "logits_only"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_class_pool_backward_matches_reference(emu, shape, dtype, upstream):
+    (x, gw, gb, _, _, dg, df, _), (xd, gwd, gbd, _, _, dgd, dfd, _) = _inputs(shape, dtype)
+    if upstream == "feats_only":
+        dg = dgd = None
+    if upstream == "logits_only":
+        df = dfd = None
+    g, _ = emu.class_pool(x, gw, gb)
+    _, _, truth = _class_pool_truth(xd, gwd, gbd, dgd, dfd)
+    got = emu.class_pool_backward(dg, df, x, gw, g, [True, True, True])
+    for name, a, t in zip(("dx", "d_guide_weight", "d_guide_bias"), got, truth, strict=True):
+        _close(name, a, t, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_dynamic_classify_backward_matches_reference(emu, shape, dtype):
+    (x, _, _, w, b, _, _, dy), (xd, _, _, wd, bd, _, _, dyd) = _inputs(shape, dtype)
+    leaves = [t.clone().requires_grad_() for t in (xd, wd, bd)]
+    reference.dynamic_classify(*leaves).backward(dyd)
+    got = emu.dynamic_classify_backward(dy, x, w, [True, True, True])
+    for name, a, t in zip(("dx", "dw", "dbeta"), got, leaves, strict=True):
+        _close(name, a, t.grad, dtype)
+
+
+@pytest.mark.parametrize("mask", [(True, False, False), (False, True, False), (False, False, True)])
+def test_output_mask_computes_only_what_is_asked(emu, mask):
+    shape = (2, 40, 7, 7, 9)
+    (x, gw, gb, w, _, dg, df, dy), (xd, gwd, gbd, *_) = _inputs(shape, torch.float64)
+    g, _ = emu.class_pool(x, gw, gb)
+    _, _, truth = _class_pool_truth(xd, gwd, gbd, dg, df)
+    for got, want, need in zip(
+        emu.class_pool_backward(dg, df, x, gw, g, list(mask)), truth, mask, strict=True
+    ):
+        assert (got is None) == (not need)
+        if need:
+            _close("class_pool_backward", got, want, torch.float64)
+    full = emu.dynamic_classify_backward(dy, x, w, [True, True, True])
+    for got, want, need in zip(
+        emu.dynamic_classify_backward(dy, x, w, list(mask)), full, mask, strict=True
+    ):
+        assert (got is None) == (not need)
+        if need:
+            assert torch.equal(got, want)
+
+
+def test_no_upstream_gradient_gives_zeros(emu):
+    (x, gw, gb, *_), _ = _inputs((2, 40, 7, 7, 9), torch.float32)
+    g, _ = emu.class_pool(x, gw, gb)
+    dx, dw, db = emu.class_pool_backward(None, None, x, gw, g, [True, True, True])
+    assert not dx.any() and not dw.any() and not db.any()
+    assert (dx.shape, dw.shape, db.shape) == (x.shape, gw.shape, gb.shape)
+
+
+def test_empty_batch(emu):
+    (x, gw, gb, w, b, *_), _ = _inputs((1, 6, 3, 4, 5), torch.float32)
+    x, w, b = x[:0], w[:0], b[:0]
+    g, f = emu.class_pool(x, gw, gb)
+    assert g.shape == (0, 3, 4, 5) and f.shape == (0, 3, 6)
+    assert emu.dynamic_classify(x, w, b).shape == (0, 3, 4, 5)
+    dx, dw, db = emu.class_pool_backward(g, f, x, gw, g, [True, True, True])
+    assert dx.shape == x.shape and not dw.any() and not db.any()
+    dx, dw, db = emu.dynamic_classify_backward(g, x, w, [True, True, True])
+    assert (dx.shape, dw.shape, db.shape) == (x.shape, w.shape, b.shape)
+
+
+def test_large_logits_stay_finite(emu):
+    (x, gw, gb, *_), (xd, gwd, gbd, *_) = _inputs((2, 40, 7, 7, 9), torch.float32)
+    g, f = emu.class_pool(x, gw * 100, gb)
+    assert torch.isfinite(f).all()
+    _close("class_feats", f, reference.class_pool(xd, gwd * 100, gbd)[1], torch.float32)
+
+
+def test_channels_last_and_bad_inputs(emu):
+    (x, gw, gb, w, b, *_), (xd, gwd, gbd, *_) = _inputs((2, 40, 7, 7, 9), torch.float32)
+    g, f = emu.class_pool(x.to(memory_format=torch.channels_last), gw, gb)
+    _close("class_feats", f, reference.class_pool(xd, gwd, gbd)[1], torch.float32)
+    with pytest.raises(ValueError, match="guide_weight must have shape"):
+        emu.class_pool(x, gw[:, :3], gb)
+    with pytest.raises(TypeError, match="weight must have x's dtype"):
+        emu.dynamic_classify(x, w.double(), b)
