@@ -21,7 +21,7 @@ namespace condnet::cuda {
 // a_batch_stride apart (0: one matrix for all). Grid: ceil(N/TN) *
 // ceil(C/TM) * B blocks, pixel tiles fastest.
 template <class T, bool SOFTMAX_TERM>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     channel_product_kernel(const T* __restrict__ a, int64_t a_batch_stride,
                            const T* __restrict__ bp, const T* __restrict__ s,
                            const T* __restrict__ g, const acc_t<T>* __restrict__ lse,
@@ -42,23 +42,26 @@ __global__ void __launch_bounds__(kThreads)
   const T* ab = a + b * a_batch_stride + c0;
   const T* bpb = bp + b * K * N + n0;
 
-  zero_tile<TM, TN>(Cs.data, Cs.ld);
+  TileAccumulator<T, TM, TN> acc;
+  acc.zero();
   for (int k0 = 0; k0 < K; k0 += TK) {
     const int kv = std::min(TK, K - k0);
     load_tile<TK, TM>(As.data, As.ld, ab + static_cast<int64_t>(k0) * C, C, kv, cv);
     load_tile<TK, TN>(Bs.data, Bs.ld, bpb + static_cast<int64_t>(k0) * N, N, kv, nv);
     __syncthreads();
-    block_mma<T, TM, TN, TK, true, false>(As.data, As.ld, Bs.data, Bs.ld, Cs.data, Cs.ld);
+    acc.template mma<TK, true, false>(As.data, As.ld, Bs.data, Bs.ld);
     __syncthreads();
     if constexpr (SOFTMAX_TERM) {
       load_tile<TK, TM>(As.data, As.ld, s + (b * K + k0) * C + c0, C, kv, cv);
       load_softmax_tile<TK, TN>(Bs.data, Bs.ld, g + (b * K + k0) * N + n0, N, lse + b * N + n0,
                                 scale, kv, nv);
       __syncthreads();
-      block_mma<T, TM, TN, TK, true, false>(As.data, As.ld, Bs.data, Bs.ld, Cs.data, Cs.ld);
+      acc.template mma<TK, true, false>(As.data, As.ld, Bs.data, Bs.ld);
       __syncthreads();
     }
   }
+  acc.store(Cs.data, Cs.ld);
+  __syncthreads();
   T* ob = out + (b * C + c0) * N + n0;
   for (int e = threadIdx.x; e < TM * TN; e += kThreads) {
     const int i = e / TN, j = e % TN;

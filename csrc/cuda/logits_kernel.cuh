@@ -20,7 +20,7 @@ namespace condnet::cuda {
 // as stored in T, exactly what the reference's softmax sees.
 // Grid: B * ceil(N / Tiles<T>::N) blocks, pixel tiles fastest.
 template <class T, bool WITH_LSE>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     logits_kernel(const T* __restrict__ x, const T* __restrict__ weight,
                   int64_t weight_batch_stride, const T* __restrict__ bias,
                   int64_t bias_batch_stride, T* __restrict__ out, acc_t<T>* __restrict__ lse,
@@ -47,15 +47,18 @@ __global__ void __launch_bounds__(kThreads)
 
   for (int k0 = 0; k0 < K; k0 += TM) {
     const int kv = std::min(TM, K - k0);
-    zero_tile<TM, TN>(Cs.data, Cs.ld);
+    TileAccumulator<T, TM, TN> acc;
+    acc.zero();
     for (int c0 = 0; c0 < C; c0 += TK) {
       const int cv = std::min(TK, C - c0);
       load_tile<TM, TK>(As.data, As.ld, wb + static_cast<int64_t>(k0) * C + c0, C, kv, cv);
       load_tile<TK, TN>(Bs.data, Bs.ld, xb + static_cast<int64_t>(c0) * N, N, cv, nv);
       __syncthreads();
-      block_mma<T, TM, TN, TK, false, false>(As.data, As.ld, Bs.data, Bs.ld, Cs.data, Cs.ld);
+      acc.template mma<TK, false, false>(As.data, As.ld, Bs.data, Bs.ld);
       __syncthreads();
     }
+    acc.store(Cs.data, Cs.ld);
+    __syncthreads();
     for (int e = threadIdx.x; e < TM * TN; e += kThreads) {
       const int i = e / TN, j = e % TN;
       if (i < kv && j < nv) {
@@ -73,7 +76,7 @@ __global__ void __launch_bounds__(kThreads)
         fold_logsumexp(col_max[j], col_sum[j], Cs.data + j, Cs.ld, kv);
       }
     }
-    __syncthreads();  // before Cs is zeroed for the next class tile
+    __syncthreads();  // Cs is read until here; the next class tile rewrites it
   }
   if constexpr (WITH_LSE) {
     if (threadIdx.x < nv) {

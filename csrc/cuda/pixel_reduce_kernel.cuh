@@ -25,7 +25,7 @@ namespace condnet::cuda {
 // guide logits. Grid: ceil(C/TN) * ceil(K/TM) * B * splits blocks, channel
 // tiles fastest.
 template <class T, bool SOFTMAX>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     pixel_reduce_kernel(const T* __restrict__ x, const T* __restrict__ a,
                         const acc_t<T>* __restrict__ lse, acc_t<T> scale,
                         acc_t<T>* __restrict__ partial, int C, int K, int64_t N,
@@ -48,7 +48,8 @@ __global__ void __launch_bounds__(kThreads)
   const T* ab = a + (b * K + k0) * N;
   const A_t* lb = SOFTMAX ? lse + b * N : nullptr;
 
-  zero_tile<TM, TN>(Cs.data, Cs.ld);
+  TileAccumulator<T, TM, TN> acc;
+  acc.zero();
   for (int64_t n0 = start; n0 < stop; n0 += TK) {
     const int nv = static_cast<int>(std::min<int64_t>(TK, stop - n0));
     if constexpr (SOFTMAX) {
@@ -58,9 +59,11 @@ __global__ void __launch_bounds__(kThreads)
     }
     load_tile<TN, TK>(Bs.data, Bs.ld, xb + n0, N, cv, nv);
     __syncthreads();
-    block_mma<T, TM, TN, TK, false, true>(As.data, As.ld, Bs.data, Bs.ld, Cs.data, Cs.ld);
+    acc.template mma<TK, false, true>(As.data, As.ld, Bs.data, Bs.ld);
     __syncthreads();
   }
+  acc.store(Cs.data, Cs.ld);
+  __syncthreads();
   A_t* out = partial + (z * K + k0) * C + c0;
   for (int e = threadIdx.x; e < TM * TN; e += kThreads) {
     const int i = e / TN, j = e % TN;

@@ -23,7 +23,7 @@ namespace condnet::cuda {
 // Grid: B * ceil(N / Tiles<T>::N) blocks, pixel tiles fastest. dg may be null.
 // dgt first holds T(df x) (what the reference rounds it to), then dgt itself.
 template <class T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     softmax_backward_kernel(const T* __restrict__ x, const T* __restrict__ df,
                             const T* __restrict__ g, const T* __restrict__ dg, acc_t<T> inv_n,
                             T* __restrict__ dgt, acc_t<T>* __restrict__ lse, int C, int K,
@@ -53,15 +53,18 @@ __global__ void __launch_bounds__(kThreads)
   // 1. T(df x) for every class tile, and the log-sum-exp of g per pixel.
   for (int k0 = 0; k0 < K; k0 += TM) {
     const int kv = std::min(TM, K - k0);
-    zero_tile<TM, TN>(Cs.data, Cs.ld);
+    TileAccumulator<T, TM, TN> acc;
+    acc.zero();
     for (int c0 = 0; c0 < C; c0 += TK) {
       const int cv = std::min(TK, C - c0);
       load_tile<TM, TK>(As.data, As.ld, dfb + static_cast<int64_t>(k0) * C + c0, C, kv, cv);
       load_tile<TK, TN>(Bs.data, Bs.ld, xb + static_cast<int64_t>(c0) * N, N, cv, nv);
       __syncthreads();
-      block_mma<T, TM, TN, TK, false, false>(As.data, As.ld, Bs.data, Bs.ld, Cs.data, Cs.ld);
+      acc.template mma<TK, false, false>(As.data, As.ld, Bs.data, Bs.ld);
       __syncthreads();
     }
+    acc.store(Cs.data, Cs.ld);
+    __syncthreads();
     for (int e = threadIdx.x; e < TM * TN; e += kThreads) {
       const int i = e / TN, jj = e % TN;
       if (i < kv && jj < nv) {
@@ -69,7 +72,7 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     if (j < nv) fold_logsumexp(col_max[j], col_sum[j], gb + static_cast<int64_t>(k0) * N + j, N, kv);
-    __syncthreads();  // before Cs is zeroed for the next class tile
+    __syncthreads();  // Cs is read until here; the next class tile rewrites it
   }
 
   // 2. Per pixel: its lse and sum_k p dp (this block's own writes to dgt are

@@ -24,20 +24,18 @@ __device__ __forceinline__ void load_softmax_tile(T* dst, int ldd, const T* __re
   }
 }
 
-// Online log-sum-exp over classes for pixel column `col`: folds the logits
-// v[0], v[ld], ..., v[(rows-1) * ld] into the running (max, sum) pair.
+// Online log-sum-exp over classes for one pixel column: folds the logits
+// v[0], v[ld], ..., v[(rows-1) * ld] into the running (max, sum) pair, with
+// one rescale of the old sum per call.
 template <class A_t, class V>
 __device__ __forceinline__ void fold_logsumexp(A_t& max, A_t& sum, const V* v, int64_t ld,
                                                int rows) {
-  for (int r = 0; r < rows; ++r) {
-    const A_t value = static_cast<A_t>(v[r * ld]);
-    if (value > max) {
-      sum = sum * exp_acc(max - value) + A_t(1);
-      max = value;
-    } else {
-      sum += exp_acc(value - max);
-    }
-  }
+  A_t next = max;
+  for (int r = 0; r < rows; ++r) next = fmax(next, static_cast<A_t>(v[r * ld]));
+  A_t total = sum * exp_acc(max - next);  // max == -inf on the first call: 0 * 0
+  for (int r = 0; r < rows; ++r) total += exp_acc(static_cast<A_t>(v[r * ld]) - next);
+  max = next;
+  sum = total;
 }
 
 }  // namespace condnet::cuda

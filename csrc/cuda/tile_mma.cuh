@@ -1,6 +1,6 @@
 // Block-level building blocks of every condnet CUDA kernel: tile sizes per
 // dtype, loading a tile of a row-major matrix into shared memory, and the
-// tile product Cs += A * B on shared-memory operands.
+// block's output tile, accumulated in registers from shared-memory operands.
 //
 // float16 and bfloat16 products run on tensor cores (WMMA 16x16x16, float32
 // accumulators); float32 and float64 run as FMA micro-tiles, so the float32
@@ -73,94 +73,120 @@ __device__ __forceinline__ void load_tile(T* dst, int ldd, const T* __restrict__
   }
 }
 
-template <int M, int N, class A_t>
-__device__ __forceinline__ void zero_tile(A_t* Cs, int ldc) {
-  for (int e = threadIdx.x; e < M * N; e += kThreads) Cs[(e / N) * ldc + e % N] = A_t(0);
-}
-
-// Cs += A * B with each thread owning an (M/16) x (N/16) micro-tile whose rows
-// and columns are 16 apart. Each thread reads and writes only its own
-// elements of Cs.
-template <class T, int M, int N, int K, bool A_COL, bool B_COL>
-__device__ __forceinline__ void fma_mma(const T* A, int lda, const T* B, int ldb, acc_t<T>* Cs,
-                                        int ldc) {
+// The M x N output tile of a block, held in registers while products
+// accumulate into it; store() writes it to shared memory for the epilogue.
+//
+// FMA path: each thread owns an (M/16) x (N/16) micro-tile whose rows and
+// columns are 16 apart (threads as a 16 x 16 grid).
+template <class T, int M, int N>
+class FmaAccumulator {
   static_assert(kThreads == 256 && M % 16 == 0 && N % 16 == 0, "16 x 16 thread grid");
   using A_t = acc_t<T>;
-  constexpr int RM = M / 16, RN = N / 16;
-  const int tm = threadIdx.x / 16, tn = threadIdx.x % 16;
-  A_t acc[RM][RN];
-#pragma unroll
-  for (int i = 0; i < RM; ++i)
-#pragma unroll
-    for (int j = 0; j < RN; ++j) acc[i][j] = Cs[(tm + 16 * i) * ldc + tn + 16 * j];
-#pragma unroll 4
-  for (int k = 0; k < K; ++k) {
-    A_t a[RM], b[RN];
-#pragma unroll
-    for (int i = 0; i < RM; ++i) {
-      const int m = tm + 16 * i;
-      a[i] = to_acc(A_COL ? A[k * lda + m] : A[m * lda + k]);
-    }
-#pragma unroll
-    for (int j = 0; j < RN; ++j) {
-      const int n = tn + 16 * j;
-      b[j] = to_acc(B_COL ? B[n * ldb + k] : B[k * ldb + n]);
-    }
+  static constexpr int RM = M / 16, RN = N / 16;
+  A_t acc_[RM][RN];
+
+ public:
+  __device__ __forceinline__ void zero() {
 #pragma unroll
     for (int i = 0; i < RM; ++i)
 #pragma unroll
-      for (int j = 0; j < RN; ++j) acc[i][j] += a[i] * b[j];
+      for (int j = 0; j < RN; ++j) acc_[i][j] = A_t(0);
   }
-#pragma unroll
-  for (int i = 0; i < RM; ++i)
-#pragma unroll
-    for (int j = 0; j < RN; ++j) Cs[(tm + 16 * i) * ldc + tn + 16 * j] = acc[i][j];
-}
 
-#if CONDNET_TENSOR_CORES
-// Cs += A * B on tensor cores: each warp takes 16 x 16 output tiles in turn.
-template <class T, int M, int N, int K, bool A_COL, bool B_COL>
-__device__ __forceinline__ void wmma_mma(const T* A, int lda, const T* B, int ldb, float* Cs,
-                                         int ldc) {
-  namespace wmma = nvcuda::wmma;
-  using E = typename WmmaType<T>::type;
-  using LA = std::conditional_t<A_COL, wmma::col_major, wmma::row_major>;
-  using LB = std::conditional_t<B_COL, wmma::col_major, wmma::row_major>;
-  constexpr int TILES_N = N / 16, TILES = (M / 16) * TILES_N;
-  const E* a_base = reinterpret_cast<const E*>(A);
-  const E* b_base = reinterpret_cast<const E*>(B);
-  for (int t = threadIdx.x / 32; t < TILES; t += kWarps) {
-    const int m0 = (t / TILES_N) * 16, n0 = (t % TILES_N) * 16;
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
-    wmma::load_matrix_sync(c, Cs + m0 * ldc + n0, ldc, wmma::mem_row_major);
+  // acc += A (M x K) * B (K x N), operands in shared memory. A_COL: A(m, k)
+  // is A[k * lda + m], else A[m * lda + k]. B_COL: B(k, n) is B[n * ldb + k],
+  // else B[k * ldb + n].
+  template <int K, bool A_COL, bool B_COL>
+  __device__ __forceinline__ void mma(const T* A, int lda, const T* B, int ldb) {
+    const int tm = threadIdx.x / 16, tn = threadIdx.x % 16;
+#pragma unroll 4
+    for (int k = 0; k < K; ++k) {
+      A_t a[RM], b[RN];
 #pragma unroll
-    for (int k0 = 0; k0 < K; k0 += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, E, LA> a;
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, E, LB> b;
-      wmma::load_matrix_sync(a, a_base + (A_COL ? k0 * lda + m0 : m0 * lda + k0), lda);
-      wmma::load_matrix_sync(b, b_base + (B_COL ? n0 * ldb + k0 : k0 * ldb + n0), ldb);
-      wmma::mma_sync(c, a, b, c);
+      for (int i = 0; i < RM; ++i) {
+        const int m = tm + 16 * i;
+        a[i] = to_acc(A_COL ? A[k * lda + m] : A[m * lda + k]);
+      }
+#pragma unroll
+      for (int j = 0; j < RN; ++j) {
+        const int n = tn + 16 * j;
+        b[j] = to_acc(B_COL ? B[n * ldb + k] : B[k * ldb + n]);
+      }
+#pragma unroll
+      for (int i = 0; i < RM; ++i)
+#pragma unroll
+        for (int j = 0; j < RN; ++j) acc_[i][j] += a[i] * b[j];
     }
-    wmma::store_matrix_sync(Cs + m0 * ldc + n0, c, ldc, wmma::mem_row_major);
   }
-}
-#endif
 
-// Cs (M x N, row-major, leading dimension ldc) += A (M x K) * B (K x N), all
-// in shared memory. A_COL: A(m, k) is A[k * lda + m], else A[m * lda + k].
-// B_COL: B(k, n) is B[n * ldb + k], else B[k * ldb + n]. The caller
-// synchronises the block before (operands written) and after (Cs read).
-template <class T, int M, int N, int K, bool A_COL, bool B_COL>
-__device__ __forceinline__ void block_mma(const T* A, int lda, const T* B, int ldb, acc_t<T>* Cs,
-                                          int ldc) {
-  constexpr bool kWmma = CONDNET_TENSOR_CORES && Tiles<T>::kTensorCores;
-  if constexpr (kWmma) {
-#if CONDNET_TENSOR_CORES
-    wmma_mma<T, M, N, K, A_COL, B_COL>(A, lda, B, ldb, Cs, ldc);
-#endif
-  } else {
-    fma_mma<T, M, N, K, A_COL, B_COL>(A, lda, B, ldb, Cs, ldc);
+  __device__ __forceinline__ void store(A_t* Cs, int ldc) const {
+    const int tm = threadIdx.x / 16, tn = threadIdx.x % 16;
+#pragma unroll
+    for (int i = 0; i < RM; ++i)
+#pragma unroll
+      for (int j = 0; j < RN; ++j) Cs[(tm + 16 * i) * ldc + tn + 16 * j] = acc_[i][j];
   }
-}
+};
+
+#if CONDNET_TENSOR_CORES
+// Tensor-core path: each warp owns (M/16)(N/16)/8 WMMA accumulator tiles,
+// warp w the tiles w, w + 8, ... in row-major tile order.
+template <class T, int M, int N>
+class WmmaAccumulator {
+  static constexpr int kTilesN = N / 16, kTiles = (M / 16) * kTilesN;
+  static_assert(kTiles % kWarps == 0, "every warp owns the same number of tiles");
+  static constexpr int kPerWarp = kTiles / kWarps;
+  using E = typename WmmaType<T>::type;
+  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> acc_[kPerWarp];
+
+  __device__ __forceinline__ static int tile(int i) {
+    return static_cast<int>(threadIdx.x / 32) + i * kWarps;
+  }
+
+ public:
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int i = 0; i < kPerWarp; ++i) nvcuda::wmma::fill_fragment(acc_[i], 0.0f);
+  }
+
+  // Same contract as FmaAccumulator::mma.
+  template <int K, bool A_COL, bool B_COL>
+  __device__ __forceinline__ void mma(const T* A, int lda, const T* B, int ldb) {
+    namespace wmma = nvcuda::wmma;
+    using LA = std::conditional_t<A_COL, wmma::col_major, wmma::row_major>;
+    using LB = std::conditional_t<B_COL, wmma::col_major, wmma::row_major>;
+    const E* a_base = reinterpret_cast<const E*>(A);
+    const E* b_base = reinterpret_cast<const E*>(B);
+#pragma unroll
+    for (int i = 0; i < kPerWarp; ++i) {
+      const int m0 = (tile(i) / kTilesN) * 16, n0 = (tile(i) % kTilesN) * 16;
+#pragma unroll
+      for (int k0 = 0; k0 < K; k0 += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, E, LA> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, E, LB> b;
+        wmma::load_matrix_sync(a, a_base + (A_COL ? k0 * lda + m0 : m0 * lda + k0), lda);
+        wmma::load_matrix_sync(b, b_base + (B_COL ? n0 * ldb + k0 : k0 * ldb + n0), ldb);
+        wmma::mma_sync(acc_[i], a, b, acc_[i]);
+      }
+    }
+  }
+
+  __device__ __forceinline__ void store(float* Cs, int ldc) const {
+#pragma unroll
+    for (int i = 0; i < kPerWarp; ++i) {
+      const int m0 = (tile(i) / kTilesN) * 16, n0 = (tile(i) % kTilesN) * 16;
+      nvcuda::wmma::store_matrix_sync(Cs + m0 * ldc + n0, acc_[i], ldc,
+                                      nvcuda::wmma::mem_row_major);
+    }
+  }
+};
+
+template <class T, int M, int N>
+using TileAccumulator = std::conditional_t<Tiles<T>::kTensorCores, WmmaAccumulator<T, M, N>,
+                                           FmaAccumulator<T, M, N>>;
+#else
+template <class T, int M, int N>
+using TileAccumulator = FmaAccumulator<T, M, N>;
+#endif
 
 }  // namespace condnet::cuda
