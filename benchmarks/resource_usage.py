@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = re.compile(r"Compiling entry function '(\S+)' for '(sm_\d+)'")
 SPILLS = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
-USAGE = re.compile(r"Used (\d+) registers.*?(\d+) bytes smem")
+USAGE = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
 
 
 def compile_log(source: Path, archs: list[str]) -> str:
@@ -75,7 +75,7 @@ def parse(log: str) -> list[dict]:
                 stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3))
             )
         elif current and (m := USAGE.search(line)):
-            current.update(registers=int(m.group(1)), smem=int(m.group(2)))
+            current.update(registers=int(m.group(1)), smem=int(m.group(2) or 0))
             rows.append(current)
             current = None
     for row, name in zip(rows, demangle([r["kernel"] for r in rows]), strict=True):
@@ -85,7 +85,7 @@ def parse(log: str) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| kernel | arch | registers | shared memory (bytes) | stack | spill stores/loads |",
+        "| kernel | arch | registers | static shared memory (bytes) | stack | spill stores/loads |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for r in sorted(rows, key=lambda r: (r["kernel"], r["arch"])):

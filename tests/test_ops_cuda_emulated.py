@@ -5,7 +5,9 @@ __syncthreads, WMMA fragments as whole tiles). The real launch code runs too
 (tile counts, pixel splits, workspaces, the sums of the partials), so every output
 and gradient is checked against the reference in float64, float32, bfloat16
 and float16, at shapes that cover several class, channel and pixel tiles,
-ragged tails and multi-split reductions.
+ragged tails and multi-split reductions. The emulated GPU is an sm_90, so the
+float16/bfloat16 forward of class_pool runs the one-pass cluster kernel;
+the two-pass path is checked too.
 
 What only a GPU can show (timing, the memory model, fragment layouts, the
 compiled code itself) is tested in test_ops_cuda_gpu.py.
@@ -101,6 +103,26 @@ def test_forward_matches_reference(emu, shape, dtype):
         reference.dynamic_classify(xd, wd),
         dtype,
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_two_pass_forward_matches_reference(emu, monkeypatch, shape, dtype):
+    """float16/bfloat16 take the one-pass cluster kernel (the emulated GPU is
+    an sm_90); CONDNET_CUDA_ONE_PASS=0 selects the two-pass path of other GPUs."""
+    (x, gw, gb, *_), (xd, gwd, gbd, *_) = _inputs(shape, dtype)
+    one_pass = emu.class_pool(x, gw, gb)
+    monkeypatch.setenv("CONDNET_CUDA_ONE_PASS", "0")
+    two_pass = emu.class_pool(x, gw, gb)
+    for name, got, want, truth in zip(
+        ("guide_logits", "class_feats"),
+        two_pass,
+        one_pass,
+        reference.class_pool(xd, gwd, gbd),
+        strict=True,
+    ):
+        _close(name, got, truth, dtype)
+        _close(name, got, want.double(), dtype)
 
 
 @pytest.mark.parametrize("upstream", ["both", "feats_only", "logits_only"])

@@ -113,6 +113,16 @@ def test_design_shapes_match_float64_truth(name, dtype):
     _compare(_ext_run(*low), _truth(*exact), dtype)
 
 
+@pytest.mark.parametrize("name", list(DESIGN_SHAPES))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_two_pass_forward_matches_float64_truth(name, dtype, monkeypatch):
+    """On sm_90 the 16-bit class_pool forward runs on thread-block clusters;
+    CONDNET_CUDA_ONE_PASS=0 gives the two-pass path that other GPUs take."""
+    monkeypatch.setenv("CONDNET_CUDA_ONE_PASS", "0")
+    low, exact = _cuda_inputs(DESIGN_SHAPES[name], dtype)
+    _compare(_ext_run(*low), _truth(*exact), dtype, keys=("g", "f"))
+
+
 @pytest.mark.parametrize("shape", ODD_SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", list(CUDA_TOLERANCES))
 def test_odd_shapes_match_float64_truth(shape, dtype):

@@ -1,7 +1,9 @@
 // class_pool on CUDA: guide logits, softmax over classes and class-wise
 // pooling, without ever storing the (B, K, N) softmax map.
 //
-// Forward: logits_kernel writes g and the per-pixel log-sum-exp; the pooling
+// Forward: on sm_90, float16/bfloat16, C <= 512 and K <= 256, one pass over x
+// on thread-block clusters (class_pool_cluster_kernel.cuh). Otherwise two:
+// logits_kernel writes g and the per-pixel log-sum-exp, and the pooling
 // kernel forms p / N tile by tile from them. Backward: softmax_backward_kernel
 // gives dgt (the gradient of g, in x's dtype), then dx = Wg^T dgt + df^T p / N
 // and dWg = sum dgt x^T. No atomics: the pixel-split partial sums are added
@@ -16,6 +18,7 @@
 #include "../checks.h"
 #include "../kernel_host.h"
 #include "channel_product_kernel.cuh"
+#include "class_pool_cluster_kernel.cuh"
 #include "launch.cuh"
 #include "logits_kernel.cuh"
 #include "pixel_reduce_kernel.cuh"
@@ -42,16 +45,19 @@ std::tuple<at::Tensor, at::Tensor> class_pool_forward(
   const at::Tensor x = x_in.contiguous().view({B, C, N});
   const at::Tensor wg = guide_weight.contiguous();
   const at::Tensor bg = guide_bias.has_value() ? guide_bias->contiguous() : at::Tensor();
-  const at::Tensor lse = at::empty({B, N}, x.options().dtype(acc_type(x.scalar_type())));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "condnet::class_pool",
-                                  [&] {
-                                    using T = scalar_t;
-                                    const at::Tensor g3 = g.view({B, K, N});
-                                    launch_logits<T, true>(x, wg, 0, bg, 0, g3, lse);
-                                    const at::Tensor partial = launch_pixel_reduce<T, true>(
-                                        x, g3, lse, acc_t<T>(1.0 / static_cast<double>(N)));
-                                    f.copy_(partial.sum(1));
-                                  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "condnet::class_pool", [&] {
+        using T = scalar_t;
+        const at::Tensor g3 = g.view({B, K, N});
+        at::Tensor partial = launch_class_pool_cluster<T>(x, wg, bg, g3);
+        if (!partial.defined()) {
+          const at::Tensor lse = at::empty({B, N}, x.options().dtype(acc_type(x.scalar_type())));
+          launch_logits<T, true>(x, wg, 0, bg, 0, g3, lse);
+          partial =
+              launch_pixel_reduce<T, true>(x, g3, lse, acc_t<T>(1.0 / static_cast<double>(N)));
+        }
+        f.copy_(partial.sum(1));
+      });
   return {g, f};
 }
 

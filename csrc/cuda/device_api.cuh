@@ -10,9 +10,12 @@
 #ifdef CONDNET_EMULATE
 #include "emulate/host_shim.h"
 #define CONDNET_TENSOR_CORES 1
+#define CONDNET_CLUSTERS 1
+#define CONDNET_DYNAMIC_SMEM(name) unsigned char* name = ::emu::block_smem
 #else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 #include <mma.h>
 // WMMA on bfloat16 needs sm_80; the host pass (no __CUDA_ARCH__) takes the
@@ -22,6 +25,13 @@
 #else
 #define CONDNET_TENSOR_CORES 0
 #endif
+// Thread-block clusters and distributed shared memory need sm_90.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define CONDNET_CLUSTERS 1
+#else
+#define CONDNET_CLUSTERS 0
+#endif
+#define CONDNET_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
 #endif
 
 namespace condnet::cuda {

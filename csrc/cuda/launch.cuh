@@ -23,6 +23,16 @@ using Stream = int;
 inline Stream current_stream() { return 0; }
 // A small, fixed "GPU" so that the emulated grids split work as a real one does.
 inline int multiprocessor_count(const at::Tensor&) { return 4; }
+inline int compute_capability_major(const at::Tensor&) { return 9; }
+
+// Runs `kernel` as clusters of `cluster` blocks with `smem` bytes of dynamic
+// shared memory each; returns false if the GPU cannot co-schedule them.
+template <class... Params, class... Args>
+bool launch_cluster(void (*kernel)(Params...), int64_t blocks, int cluster, size_t smem, Stream,
+                    Args... args) {
+  ::emu::launch_cluster(blocks, cluster, kThreads, smem, [&] { kernel(args...); });
+  return true;
+}
 }  // namespace condnet::cuda
 
 #define CONDNET_LAUNCH(kernel, blocks, stream, ...) \
@@ -47,6 +57,41 @@ inline int multiprocessor_count(const at::Tensor& t) {
   int count = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, t.device().index()));
   return count;
+}
+inline int compute_capability_major(const at::Tensor& t) {
+  int major = 0;
+  C10_CUDA_CHECK(
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, t.device().index()));
+  return major;
+}
+
+// Runs `kernel` as clusters of `cluster` blocks with `smem` bytes of dynamic
+// shared memory each; returns false, launching nothing, if the GPU cannot
+// co-schedule such a cluster.
+template <class... Params, class... Args>
+bool launch_cluster(void (*kernel)(Params...), int64_t blocks, int cluster, size_t smem,
+                    Stream stream, Args... args) {
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(smem)));
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(blocks));
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = static_cast<unsigned>(cluster);
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  int active = 0;
+  if (cudaOccupancyMaxActiveClusters(&active, kernel, &config) != cudaSuccess || active == 0) {
+    (void)cudaGetLastError();  // clear the error the query may have left
+    return false;
+  }
+  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));
+  return true;
 }
 }  // namespace condnet::cuda
 

@@ -6,7 +6,10 @@
 //   - blocks run one after another, so __shared__ variables can be function
 //     statics;
 //   - a WMMA fragment holds its whole 16x16 tile in every lane, and the
-//     products are exact float32 sums of the 16-bit inputs.
+//     products are exact float32 sums of the 16-bit inputs;
+//   - cluster launches run the blocks of a cluster at the same time, each
+//     with its own dynamic shared memory, which cluster_group's
+//     map_shared_rank reaches and whose sync() is a barrier over the cluster.
 //
 // This checks the kernels' indexing, masking, tiling, reduction order and
 // barrier placement. It says nothing about speed, the GPU memory model,
@@ -19,6 +22,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -84,6 +88,18 @@ inline thread_local Barrier* block_barrier = nullptr;
 
 inline void sync_block() { block_barrier->wait(); }
 
+// The block's dynamic shared memory (CONDNET_DYNAMIC_SMEM in a kernel).
+inline thread_local unsigned char* block_smem = nullptr;
+
+// What a thread of a cluster launch knows of its cluster.
+struct ClusterState {
+  Barrier* barrier;
+  std::vector<unsigned char*> smem;  // each block's dynamic shared memory
+  int blocks;
+};
+inline thread_local ClusterState* cluster_state = nullptr;
+inline thread_local int cluster_rank = 0;
+
 // Runs body() as `blocks` blocks of `threads` threads, one block at a time.
 template <class Body>
 void launch(int64_t blocks, int threads, Body&& body) {
@@ -106,7 +122,64 @@ void launch(int64_t blocks, int threads, Body&& body) {
   }
 }
 
+// Runs body() as blocks of `threads` threads in clusters of `cluster`
+// consecutive blocks: the blocks of one cluster run at the same time, each
+// with `smem_bytes` of dynamic shared memory filled with 0xFF bytes (NaN as
+// floats), so a read of shared memory nobody wrote shows up in the results.
+template <class Body>
+void launch_cluster(int64_t blocks, int cluster, int threads, size_t smem_bytes, Body&& body) {
+  for (int64_t first = 0; first < blocks; first += cluster) {
+    std::vector<std::vector<unsigned char>> memory(cluster,
+                                                   std::vector<unsigned char>(smem_bytes, 0xFF));
+    std::vector<std::unique_ptr<Barrier>> block_barriers;
+    Barrier cluster_barrier(cluster * threads);
+    ClusterState state{&cluster_barrier, {}, cluster};
+    for (int q = 0; q < cluster; ++q) {
+      state.smem.push_back(memory[q].data());
+      block_barriers.push_back(std::make_unique<Barrier>(threads));
+    }
+    std::vector<std::thread> workers;
+    workers.reserve(static_cast<size_t>(cluster) * threads);
+    for (int q = 0; q < cluster; ++q) {
+      for (int t = 0; t < threads; ++t) {
+        workers.emplace_back([&, q, t] {
+          threadIdx = dim3(t);
+          blockIdx = dim3(first + q);
+          blockDim = dim3(threads);
+          gridDim = dim3(blocks);
+          block_barrier = block_barriers[q].get();
+          block_smem = state.smem[q];
+          cluster_state = &state;
+          cluster_rank = q;
+          body();
+          block_barriers[q]->leave();
+          cluster_barrier.leave();
+        });
+      }
+    }
+    for (auto& worker : workers) worker.join();
+  }
+}
+
 }  // namespace emu
+
+namespace cooperative_groups {
+
+struct cluster_group {
+  void sync() const { emu::cluster_state->barrier->wait(); }
+  unsigned num_blocks() const { return static_cast<unsigned>(emu::cluster_state->blocks); }
+  unsigned block_rank() const { return static_cast<unsigned>(emu::cluster_rank); }
+  // The address of *p in the shared memory of block `rank` of the cluster.
+  template <class T>
+  T* map_shared_rank(T* p, unsigned rank) const {
+    const auto offset = reinterpret_cast<unsigned char*>(p) - emu::block_smem;
+    return reinterpret_cast<T*>(emu::cluster_state->smem[rank] + offset);
+  }
+};
+
+inline cluster_group this_cluster() { return {}; }
+
+}  // namespace cooperative_groups
 
 namespace nvcuda::wmma {
 
