@@ -179,6 +179,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (j < cv) out[static_cast<int64_t>(k) * C + j] = g_s[k * L::ld_g + j];
   }
   cluster.sync();  // no block leaves while another may still read its shared memory
+#else
+  __trap();  // compiled below sm_90: never launched (max_active_clusters says 0)
 #endif
 }
 
@@ -195,19 +197,22 @@ at::Tensor launch_class_pool_cluster_kp(const at::Tensor& x, const at::Tensor& w
                                         const at::Tensor& bg, const at::Tensor& g) {
   const int64_t B = x.size(0), C = x.size(1), N = x.size(2), K = wg.size(0);
   const int R = static_cast<int>(ceil_div(C, kClusterChannels));
+  auto* kernel = &class_pool_cluster_kernel<T, KP>;
+  const size_t smem = ClusterLayout<T, KP>::bytes;
+  const int active = max_active_clusters(kernel, R, smem);
+  if (active == 0) return at::Tensor();
+  // As many pixel splits as fill the GPU's concurrent clusters once.
   const int64_t tiles = ceil_div(N, kClusterPixels);
-  const int64_t want = ceil_div(multiprocessor_count(x), B * R);
-  const int splits = static_cast<int>(std::clamp<int64_t>(want, 1, std::min<int64_t>(tiles, 64)));
+  const int splits =
+      static_cast<int>(std::clamp<int64_t>(active / B, 1, std::min<int64_t>(tiles, 64)));
   const int64_t split_len = ceil_div(tiles, splits) * kClusterPixels;
   at::Tensor partial = at::empty({B, splits, K, C}, x.options().dtype(at::kFloat));
-  const int64_t blocks = checked_blocks(B * splits * R, x);
-  const bool launched = launch_cluster(
-      &class_pool_cluster_kernel<T, KP>, blocks, R, ClusterLayout<T, KP>::bytes, current_stream(),
-      x.const_data_ptr<T>(), wg.const_data_ptr<T>(),
-      bg.defined() ? bg.const_data_ptr<T>() : nullptr, g.mutable_data_ptr<T>(),
-      partial.mutable_data_ptr<float>(), static_cast<float>(1.0 / static_cast<double>(N)),
-      static_cast<int>(C), static_cast<int>(K), N, split_len, splits);
-  return launched ? partial : at::Tensor();
+  launch_cluster(kernel, checked_blocks(B * splits * R, x), R, smem, current_stream(),
+                 x.const_data_ptr<T>(), wg.const_data_ptr<T>(),
+                 bg.defined() ? bg.const_data_ptr<T>() : nullptr, g.mutable_data_ptr<T>(),
+                 partial.mutable_data_ptr<float>(), static_cast<float>(1.0 / static_cast<double>(N)),
+                 static_cast<int>(C), static_cast<int>(K), N, split_len, splits);
+  return partial;
 }
 
 // g (B, K, N) and the partial class features (B, splits, K, C) in one pass

@@ -25,13 +25,18 @@ inline Stream current_stream() { return 0; }
 inline int multiprocessor_count(const at::Tensor&) { return 4; }
 inline int compute_capability_major(const at::Tensor&) { return 9; }
 
+// How many clusters of `cluster` blocks the emulated GPU runs at once.
+template <class... Params>
+int max_active_clusters(void (*)(Params...), int, size_t) {
+  return 2;
+}
+
 // Runs `kernel` as clusters of `cluster` blocks with `smem` bytes of dynamic
-// shared memory each; returns false if the GPU cannot co-schedule them.
+// shared memory each.
 template <class... Params, class... Args>
-bool launch_cluster(void (*kernel)(Params...), int64_t blocks, int cluster, size_t smem, Stream,
+void launch_cluster(void (*kernel)(Params...), int64_t blocks, int cluster, size_t smem, Stream,
                     Args... args) {
   ::emu::launch_cluster(blocks, cluster, kThreads, smem, [&] { kernel(args...); });
-  return true;
 }
 }  // namespace condnet::cuda
 
@@ -65,33 +70,56 @@ inline int compute_capability_major(const at::Tensor& t) {
   return major;
 }
 
-// Runs `kernel` as clusters of `cluster` blocks with `smem` bytes of dynamic
-// shared memory each; returns false, launching nothing, if the GPU cannot
-// co-schedule such a cluster.
-template <class... Params, class... Args>
-bool launch_cluster(void (*kernel)(Params...), int64_t blocks, int cluster, size_t smem,
-                    Stream stream, Args... args) {
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(smem)));
+inline cudaLaunchConfig_t cluster_config(int64_t blocks, int cluster, size_t smem, Stream stream,
+                                         cudaLaunchAttribute* attribute) {
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(static_cast<unsigned>(blocks));
   config.blockDim = dim3(kThreads);
   config.dynamicSmemBytes = smem;
   config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = static_cast<unsigned>(cluster);
-  attribute[0].val.clusterDim.y = 1;
-  attribute[0].val.clusterDim.z = 1;
+  attribute->id = cudaLaunchAttributeClusterDimension;
+  attribute->val.clusterDim.x = static_cast<unsigned>(cluster);
+  attribute->val.clusterDim.y = 1;
+  attribute->val.clusterDim.z = 1;
   config.attrs = attribute;
   config.numAttrs = 1;
-  int active = 0;
-  if (cudaOccupancyMaxActiveClusters(&active, kernel, &config) != cudaSuccess || active == 0) {
-    (void)cudaGetLastError();  // clear the error the query may have left
-    return false;
+  return config;
+}
+
+// How many clusters of `cluster` blocks with `smem` bytes of dynamic shared
+// memory each the GPU runs at once; 0 if it cannot run one.
+template <class... Params>
+int max_active_clusters(void (*kernel)(Params...), int cluster, size_t smem) {
+  // Cluster kernels are empty below sm_90; a build for older archs that the
+  // driver JIT-compiles for a newer GPU must not run them.
+  cudaFuncAttributes attributes;
+  if (cudaFuncGetAttributes(&attributes, kernel) != cudaSuccess || attributes.ptxVersion < 90) {
+    (void)cudaGetLastError();
+    return 0;
   }
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(smem)) != cudaSuccess) {
+    (void)cudaGetLastError();  // too much shared memory for this GPU: not an error here
+    return 0;
+  }
+  cudaLaunchAttribute attribute;
+  const cudaLaunchConfig_t config = cluster_config(cluster, cluster, smem, nullptr, &attribute);
+  int active = 0;
+  if (cudaOccupancyMaxActiveClusters(&active, kernel, &config) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return active;
+}
+
+// Runs `kernel` as clusters of `cluster` blocks with `smem` bytes of dynamic
+// shared memory each (after max_active_clusters said it can).
+template <class... Params, class... Args>
+void launch_cluster(void (*kernel)(Params...), int64_t blocks, int cluster, size_t smem,
+                    Stream stream, Args... args) {
+  cudaLaunchAttribute attribute;
+  const cudaLaunchConfig_t config = cluster_config(blocks, cluster, smem, stream, &attribute);
   C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));
-  return true;
 }
 }  // namespace condnet::cuda
 

@@ -47,18 +47,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   for (int k0 = 0; k0 < K; k0 += TM) {
     const int kv = std::min(TM, K - k0);
-    TileAccumulator<T, TM, TN> acc;
-    acc.zero();
-    for (int c0 = 0; c0 < C; c0 += TK) {
-      const int cv = std::min(TK, C - c0);
-      load_tile<TM, TK>(As.data, As.ld, wb + static_cast<int64_t>(k0) * C + c0, C, kv, cv);
-      load_tile<TK, TN>(Bs.data, Bs.ld, xb + static_cast<int64_t>(c0) * N, N, cv, nv);
-      __syncthreads();
-      acc.template mma<TK, false, false>(As.data, As.ld, Bs.data, Bs.ld);
-      __syncthreads();
-    }
-    acc.store(Cs.data, Cs.ld);
-    __syncthreads();
+    product_to_shared(As, Bs, Cs, wb + static_cast<int64_t>(k0) * C, C, kv, xb, N, nv);
     for (int e = threadIdx.x; e < TM * TN; e += kThreads) {
       const int i = e / TN, j = e % TN;
       if (i < kv && j < nv) {

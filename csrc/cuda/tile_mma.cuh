@@ -7,6 +7,7 @@
 // path keeps full float32 precision (no TF32) and float64 serves gradcheck.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -188,5 +189,28 @@ using TileAccumulator = std::conditional_t<Tiles<T>::kTensorCores, WmmaAccumulat
 template <class T, int M, int N>
 using TileAccumulator = FmaAccumulator<T, M, N>;
 #endif
+
+// Cs = A B for A (rows x depth, row-major with leading dimension depth) and
+// B (depth x cols, row-major with leading dimension ldb), streamed through
+// the shared tiles As and Bs; rows <= M, cols <= N. Cs is complete, and the
+// block synchronised, on return.
+template <class T, int M, int N, int K>
+__device__ __forceinline__ void product_to_shared(SharedTile<T, M, K>& As, SharedTile<T, K, N>& Bs,
+                                                  SharedTile<acc_t<T>, M, N>& Cs,
+                                                  const T* __restrict__ a, int depth, int rows,
+                                                  const T* __restrict__ b, int64_t ldb, int cols) {
+  TileAccumulator<T, M, N> acc;
+  acc.zero();
+  for (int d0 = 0; d0 < depth; d0 += K) {
+    const int dv = std::min(K, depth - d0);
+    load_tile<M, K>(As.data, As.ld, a + d0, depth, rows, dv);
+    load_tile<K, N>(Bs.data, Bs.ld, b + static_cast<int64_t>(d0) * ldb, ldb, dv, cols);
+    __syncthreads();
+    acc.template mma<K, false, false>(As.data, As.ld, Bs.data, Bs.ld);
+    __syncthreads();
+  }
+  acc.store(Cs.data, Cs.ld);
+  __syncthreads();
+}
 
 }  // namespace condnet::cuda
