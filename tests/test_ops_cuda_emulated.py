@@ -125,6 +125,19 @@ def test_two_pass_forward_matches_reference(emu, monkeypatch, shape, dtype):
         _close(name, got, want.double(), dtype)
 
 
+@pytest.mark.parametrize("shape", [(1, 150, 2, 5, 7), (2, 130, 5, 9, 9)])
+def test_cluster_of_three_blocks(emu, shape):
+    """C > 128: clusters of 3 blocks; with K=2 one block owns no classes."""
+    (x, gw, gb, *_), (xd, gwd, gbd, *_) = _inputs(shape, torch.bfloat16)
+    for name, got, truth in zip(
+        ("guide_logits", "class_feats"),
+        emu.class_pool(x, gw, gb),
+        reference.class_pool(xd, gwd, gbd),
+        strict=True,
+    ):
+        _close(name, got, truth, torch.bfloat16)
+
+
 @pytest.mark.parametrize("upstream", ["both", "feats_only", "logits_only"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)

@@ -1,6 +1,8 @@
-// Host side of a kernel launch: device guard, stream, grid size checks and
-// launch error checks. Under CONDNET_EMULATE launches run on the host through
-// emulate/host_shim.h (tests only).
+// Host side of the kernel launches: device guard, stream, what the GPU offers
+// (multiprocessors, compute capability, concurrent clusters), grid size
+// checks, plain and cluster launches with their error checks. Under
+// CONDNET_EMULATE launches run on the host through emulate/host_shim.h
+// (tests only).
 #pragma once
 
 #include <ATen/ATen.h>
