@@ -23,6 +23,11 @@ LOAD_AND_CHECK = textwrap.dedent(
     spec.loader.exec_module(ref)
     torch.ops.load_library(sys.argv[1])
     assert torch.ops.condnet.build_info().startswith("torch=")
+    if sys.argv[3] == "cuda":  # compiled, registered; runnable only on a GPU
+        assert "cuda=1" in torch.ops.condnet.build_info()
+        for op in ("class_pool", "class_pool_backward", "dynamic_classify",
+                   "dynamic_classify_backward"):
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(f"condnet::{op}", "CUDA"), op
     torch.manual_seed(0)
     x = torch.randn(2, 7, 5, 3, dtype=torch.float64)
     gw, gb = torch.randn(4, 7, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
@@ -43,13 +48,25 @@ LOAD_AND_CHECK = textwrap.dedent(
 )
 
 
+CUDA_HOME = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
+
+
 @pytest.mark.slow
-def test_cmake_library_builds_and_loads(tmp_path):
-    cmake = shutil.which("cmake")
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_cmake_library_builds_and_loads(tmp_path, device):
+    # The environment's own cmake first (pip's, as `make` installs it): the
+    # CUDA build needs one that knows nvcc 13's C++20 flag (Debian's 3.25
+    # does not).
+    cmake = shutil.which(
+        "cmake", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    )
     if cmake is None:
         if os.environ.get("CI"):
             pytest.fail("cmake is required in CI (pip install cmake)")
         pytest.skip("cmake not installed")
+    nvcc = CUDA_HOME / "bin" / "nvcc"
+    if device == "cuda" and (not nvcc.is_file() or torch.version.cuda is None):
+        pytest.skip("needs nvcc and a CUDA build of torch")
     build = tmp_path / "build"
     configure = [
         cmake,
@@ -59,9 +76,13 @@ def test_cmake_library_builds_and_loads(tmp_path):
         str(build),
         f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
     ]
+    if device == "cuda":
+        configure += ["-DCONDNET_WITH_CUDA=ON", f"-DCMAKE_CUDA_COMPILER={nvcc}"]
     if shutil.which("ninja"):
         configure += ["-G", "Ninja"]
     env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
+    if device == "cuda":
+        env["CUDA_HOME"] = str(CUDA_HOME)
     for cmd in (configure, [cmake, "--build", str(build)]):
         run = subprocess.run(cmd, capture_output=True, text=True, env=env)
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
@@ -74,6 +95,7 @@ def test_cmake_library_builds_and_loads(tmp_path):
             LOAD_AND_CHECK,
             str(library),
             str(ROOT / "condnet/ops/reference.py"),
+            device,
         ],
         capture_output=True,
         text=True,
