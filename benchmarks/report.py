@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import subprocess
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from kernel_cases import SWEEPS
 
 import condnet
+from condnet.tools.benchmark import device_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PROVIDER_ORDER = ("eager", "compile", "extension", "triton", "released")
@@ -34,18 +34,6 @@ def commit() -> str | None:
         return None
     changes = _git("status", "--porcelain", "--untracked-files=no")
     return f"{head}-dirty" if changes else head
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def environment(device: torch.device) -> dict:

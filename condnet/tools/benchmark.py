@@ -34,6 +34,7 @@ from ..ops import BACKENDS, use_backend
 from ..ops import backend as backend_resolution
 from .complexity import (
     add_config_arguments,
+    add_device_argument,
     check_output_path,
     input_shape,
     load_model_config,
@@ -66,9 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "checkpoint", nargs="?", help="weights to load (default: random initialisation)"
     )
-    parser.add_argument(
-        "--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu"
-    )
+    add_device_argument(parser)
     add_config_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=1, help="images per batch")
     parser.add_argument(
@@ -194,10 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.warmup < 0:
         parser.error(f"--warmup must be >= 0; got {args.warmup}")
-    try:
-        device = torch.device(dist.choose_device(args.device))
-    except ValueError as err:
-        parser.error(str(err))
+    device = torch.device(dist.choose_device(args.device))
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         parser.error(f"checkpoint: no such file {args.checkpoint}")
     check_output_path(parser, args.json, "--json")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..engine import dist
 from ..engine.config import ConfigError, load_config
 
 
@@ -34,6 +35,29 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
     return value
+
+
+def device_argument(text: str) -> str:
+    """argparse type for ``--device``: cuda only where CUDA is available (other
+    names are left to the argument's choices)."""
+    if text != "cuda":
+        return text
+    try:
+        return dist.choose_device(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--device cpu|cuda``, checked while parsing; with no default,
+    ``dist.choose_device(args.device)`` picks cuda when available."""
+    parser.add_argument(
+        "--device",
+        type=device_argument,
+        choices=("cpu", "cuda"),
+        default=default,
+        help=f"default: {default}" if default else "default: cuda when available, else cpu",
+    )
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -35,6 +35,7 @@ from ..engine.builders import build_dataset, dataset_meta
 from ..engine.config import ConfigError, load_config
 from ..engine.evaluate import evaluate
 from ..engine.visualize import denormalize, guidance_grid, overlay, save_image
+from .complexity import add_device_argument
 
 MODELS = (("plain", "plain_r18-d8_scenes.py"), ("condnet", "condnet_r18-d8_scenes.py"))
 SCENES = dict(num_train=200, num_val=50, size=192)
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--configs", default=None, help="folder of the two demo configs")
     parser.add_argument("--iters", type=int, help="training iterations (default: the configs')")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    add_device_argument(parser, default="cpu")
     parser.add_argument("--num-images", type=int, default=4, help="images in the figures")
     parser.add_argument("--fresh", action="store_true", help="retrain instead of resuming")
     return parser
@@ -165,10 +166,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--iters must be >= 1; got {args.iters}")
     if args.num_images < 1:
         parser.error(f"--num-images must be >= 1; got {args.num_images}")
-    try:
-        dist.choose_device(args.device)
-    except ValueError as err:
-        parser.error(str(err))
     configs = Path(args.configs) if args.configs else _default_configs()
     missing = [name for _, name in MODELS if not (configs / name).is_file()]
     if missing:

@@ -22,6 +22,7 @@ from pathlib import Path
 from ..engine import dist
 from ..engine.config import ConfigError, load_config
 from ..engine.metrics import format_table
+from .complexity import add_device_argument
 
 MODES = ("whole", "slide")
 
@@ -66,9 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override config fields, e.g. data.root=data/ade evaluation.workers_per_gpu=4",
     )
-    parser.add_argument(
-        "--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu"
-    )
+    add_device_argument(parser)
     parser.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision inference")
     parser.add_argument(
         "--launcher",
@@ -141,10 +140,7 @@ def _write_out(path: Path, args, results: dict, class_names, settings: dict) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        device = dist.choose_device(args.device)
-    except ValueError as err:
-        parser.error(str(err))
+    device = dist.choose_device(args.device)
     launcher = args.launcher or ("torchrun" if dist.launched_by_torchrun() else "none")
     if launcher == "torchrun" and not dist.launched_by_torchrun():
         parser.error(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..engine import dist
 from ..engine.config import ConfigError, dump_config, load_config
+from .complexity import add_device_argument
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,11 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--deterministic", action="store_true", help="deterministic kernels (slower)"
     )
     parser.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision")
-    parser.add_argument(
-        "--device",
-        choices=("cpu", "cuda"),
-        help="default: cuda when available, else cpu",
-    )
+    add_device_argument(parser)
     parser.add_argument(
         "--cfg-options",
         nargs="+",
@@ -71,10 +68,7 @@ def _options(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        device = dist.choose_device(args.device)
-    except ValueError as err:
-        parser.error(str(err))
+    device = dist.choose_device(args.device)
     try:
         cfg = load_config(args.config, _options(args))
     except (ConfigError, FileNotFoundError) as err:
