@@ -53,6 +53,10 @@ void launch_cluster(void (*kernel)(Params...), int64_t blocks, int cluster, size
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <map>
+#include <mutex>
+#include <tuple>
+
 namespace condnet::cuda {
 struct DeviceGuard {
   c10::cuda::CUDAGuard guard;
@@ -88,10 +92,8 @@ inline cudaLaunchConfig_t cluster_config(int64_t blocks, int cluster, size_t sme
   return config;
 }
 
-// How many clusters of `cluster` blocks with `smem` bytes of dynamic shared
-// memory each the GPU runs at once; 0 if it cannot run one.
 template <class... Params>
-int max_active_clusters(void (*kernel)(Params...), int cluster, size_t smem) {
+int query_active_clusters(void (*kernel)(Params...), int cluster, size_t smem) {
   // Cluster kernels are empty below sm_90; a build for older archs that the
   // driver JIT-compiles for a newer GPU must not run them.
   cudaFuncAttributes attributes;
@@ -112,6 +114,23 @@ int max_active_clusters(void (*kernel)(Params...), int cluster, size_t smem) {
     return 0;
   }
   return active;
+}
+
+// How many clusters of `cluster` blocks with `smem` bytes of dynamic shared
+// memory each (the same for every launch of `kernel`) the current GPU runs at
+// once; 0 if it cannot run one. The driver queries take longer than a launch,
+// so each (kernel, GPU, cluster size) is asked once per process.
+template <class... Params>
+int max_active_clusters(void (*kernel)(Params...), int cluster, size_t smem) {
+  static std::mutex mutex;
+  static std::map<std::tuple<const void*, int, int>, int> known;
+  int device = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto [entry, inserted] =
+      known.try_emplace({reinterpret_cast<const void*>(kernel), device, cluster}, 0);
+  if (inserted) entry->second = query_active_clusters(kernel, cluster, smem);
+  return entry->second;
 }
 
 // Runs `kernel` as clusters of `cluster` blocks with `smem` bytes of dynamic
