@@ -79,7 +79,11 @@ def _sources(pattern):
 
 
 def extension():
-    sources = ["csrc/ops.cpp", "csrc/python_module.cpp"] + _sources("csrc/cpu/*.cpp")
+    sources = (
+        ["csrc/ops.cpp", "csrc/python_module.cpp"]
+        + _sources("csrc/composite/*.cpp")
+        + _sources("csrc/cpu/*.cpp")
+    )
     cxx_flags = ["-O3", "-Wall", "-Wno-unknown-pragmas"]
     link_flags = []
     if sys.platform.startswith("linux"):

@@ -4,8 +4,11 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/core/grad_mode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
+
+#include <type_traits>
 
 namespace condnet {
 
@@ -20,6 +23,23 @@ struct KernelScope {
 // float for float/half/bfloat16 inputs, double for double.
 inline at::ScalarType acc_type(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// body(T{}, TW{}) for the projection's feature dtype T (f's) and weight
+// dtype TW (A's): TW is T, or float for float16/bfloat16 features, which is
+// how autocast training with float32 master weights calls it.
+template <class Body>
+void dispatch_project_types(const at::Tensor& f, const at::Tensor& A, const Body& body) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "condnet::project", [&] {
+    using T = scalar_t;
+    if constexpr (std::is_same_v<T, at::Half> || std::is_same_v<T, at::BFloat16>) {
+      if (A.scalar_type() == at::kFloat) {
+        body(T{}, float{});
+        return;
+      }
+    }
+    body(T{}, T{});
+  });
 }
 
 // Sums partial results over dimension `dim` strictly in index order, so the

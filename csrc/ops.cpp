@@ -2,9 +2,14 @@
 // Kernels live in cpu/ and cuda/, each registering its own dispatch key;
 // autograd and fake (meta) kernels are registered from Python.
 //
-// The backward ops take output_mask = which of (dx, dweight, dbias) to
-// compute; masked outputs come back undefined (None in Python), as with
+// The backward ops take output_mask = which of their gradients to compute;
+// masked outputs come back undefined (None in Python), as with
 // aten::native_layer_norm_backward.
+//
+// conditional_classifier is the whole classifier (class_pool, project,
+// dynamic_classify) as one op, so that its backward is one op too and writes
+// dx once (composite/conditional_classifier.cpp). Its extra outputs, the
+// class features and theta, are what the backward needs.
 #include <torch/library.h>
 #include <torch/headeronly/version.h>
 
@@ -33,10 +38,24 @@ TORCH_LIBRARY(condnet, m) {
   m.def("class_pool(Tensor x, Tensor guide_weight, Tensor? guide_bias) -> (Tensor, Tensor)");
   m.def(
       "class_pool_backward(Tensor? grad_guide_logits, Tensor? grad_class_feats, Tensor x, "
-      "Tensor guide_weight, Tensor guide_logits, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+      "Tensor guide_weight, Tensor guide_logits, bool[3] output_mask, Tensor? grad_logits=None, "
+      "Tensor? classifier_weight=None) -> (Tensor, Tensor, Tensor)");
   m.def("dynamic_classify(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
   m.def(
       "dynamic_classify_backward(Tensor grad_logits, Tensor x, Tensor weight, bool[3] output_mask) "
       "-> (Tensor, Tensor, Tensor)");
+  m.def("project(Tensor class_feats, Tensor weight, Tensor? bias) -> Tensor");
+  m.def(
+      "project_backward(Tensor grad_theta, Tensor class_feats, Tensor weight, bool[3] output_mask) "
+      "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "conditional_classifier(Tensor x, Tensor guide_weight, Tensor? guide_bias, "
+      "Tensor proj_weight, Tensor? proj_bias, bool official) "
+      "-> (Tensor logits, Tensor guide_logits, Tensor class_feats, Tensor theta)");
+  m.def(
+      "conditional_classifier_backward(Tensor? grad_logits, Tensor? grad_guide_logits, "
+      "Tensor? grad_class_feats, Tensor? grad_theta, Tensor x, Tensor guide_weight, "
+      "Tensor guide_logits, Tensor class_feats, Tensor proj_weight, Tensor theta, bool official, "
+      "bool[5] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("build_info() -> str", &condnet::build_info);
 }

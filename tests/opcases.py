@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from condnet.ops import extension
+from condnet.ops import triton as triton_kernels
 
 # Tolerances per dtype for kernel-vs-reference comparisons. float64 checks the
 # math (only summation order differs); the low-precision ones are about two
@@ -29,6 +30,43 @@ def _extension_missing_reason():
 
 _reason = _extension_missing_reason()
 needs_extension = pytest.mark.skipif(_reason is not None, reason=_reason or "")
+
+
+def _interpreter_missing_reason():
+    reason = triton_kernels.unavailable_reason("cpu")
+    if reason is not None and os.environ.get("CI") and not torch.cuda.is_available():
+        # In CI the interpreter tests must run, never be skipped silently.
+        raise RuntimeError(f"the Triton interpreter tests must run in CI: {reason}")
+    return reason
+
+
+_triton_reason = _interpreter_missing_reason()
+needs_interpreter = pytest.mark.skipif(_triton_reason is not None, reason=_triton_reason or "")
+
+# The kernel backends the op tests run on this machine: the C++ CPU kernels
+# and the Triton kernels in Triton's interpreter.
+KERNEL_BACKENDS = [
+    pytest.param("extension", marks=needs_extension),
+    pytest.param("triton", marks=needs_interpreter),
+]
+
+
+def grads(fn, inputs, upstream):
+    """Outputs of ``fn(*inputs)`` and the inputs' gradients for the given
+    upstream gradients (None: that output gets none). Inputs are cloned into
+    fresh leaves; None inputs stay None."""
+    leaves = [t.detach().clone().requires_grad_(True) if t is not None else None for t in inputs]
+    outs = fn(*leaves)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    pairs = [(o, u) for o, u in zip(outs, upstream, strict=True) if u is not None]
+    torch.autograd.backward([o for o, _ in pairs], [u for _, u in pairs])
+    return list(outs), [t.grad if t is not None else None for t in leaves]
+
+
+def assert_close_all(got, want, dtype, names):
+    """Pairwise assert_close at ``dtype``'s tolerance, naming the failing pair."""
+    for name, a, b in zip(names, got, want, strict=True):
+        torch.testing.assert_close(a, b, **TOLERANCES[dtype], msg=lambda m, n=name: f"{n}: {m}")
 
 
 def make_inputs(B, C, K, H, W, dtype=torch.float64, bias=True, seed=0, requires_grad=False):

@@ -221,3 +221,99 @@ def test_channels_last_and_bad_inputs(emu):
         emu.class_pool(x, gw[:, :3], gb)
     with pytest.raises(TypeError, match="weight must have x's dtype"):
         emu.dynamic_classify(x, w.double(), b)
+
+
+# -- the projection and the whole classifier's single dx ------------------------------------
+
+PROJECT_SHAPES = [  # B, K, C
+    (2, 3, 70),  # two row tiles (71 rows) and two channel tiles, ragged
+    (1, 1, 5),  # one class, one row tile
+    (5, 2, 64),  # 5 images: a group of 8
+    (33, 2, 9),  # 33 images: two passes of 32 (16 in float64)
+]
+
+
+def _project_inputs(shape, dtype, weight_dtype, seed=0):
+    B, K, C = shape
+    gen = torch.Generator().manual_seed(seed)
+    f = torch.randn(B, K, C, generator=gen, dtype=torch.float64).to(dtype)
+    A = (torch.randn(K, C + 1, C, generator=gen, dtype=torch.float64) * C**-0.5).to(weight_dtype)
+    a = (torch.randn(K, C + 1, generator=gen, dtype=torch.float64) * 0.1).to(weight_dtype)
+    dtheta = torch.randn(B, K, C + 1, generator=gen, dtype=torch.float64).to(dtype)
+    return f, A, a, dtheta
+
+
+# Each float16/bfloat16 case with float32 master weights too: the autocast path.
+PROJECT_DTYPES = [(d, d) for d in DTYPES] + [
+    (torch.bfloat16, torch.float32),
+    (torch.float16, torch.float32),
+]
+
+
+@pytest.mark.parametrize("dtype,weight_dtype", PROJECT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", PROJECT_SHAPES)
+def test_project_matches_reference(emu, shape, dtype, weight_dtype):
+    f, A, a, dtheta = _project_inputs(shape, dtype, weight_dtype)
+    leaves = [t.double().requires_grad_() for t in (f, A, a)]
+    theta_truth = reference.project(*leaves)
+    theta_truth.backward(dtheta.double())
+    theta = emu.project(f, A, a)
+    _close("theta", theta, theta_truth.detach(), dtype)
+    _close(
+        "theta without bias",
+        emu.project(f, A, None),
+        reference.project(*leaves[:2]).detach(),
+        dtype,
+    )
+    df, dA, da = emu.project_backward(dtheta, f, A, [True, True, True])
+    assert (df.dtype, dA.dtype, da.dtype) == (dtype, weight_dtype, weight_dtype)
+    for name, got, leaf in zip(("df", "dA", "da"), (df, dA, da), leaves, strict=True):
+        # dA and da in float32 from 16-bit inputs: float32 sums of exact products.
+        _close(name, got, leaf.grad, got.dtype)
+
+
+@pytest.mark.parametrize("mask", [(True, False, False), (False, True, False), (False, False, True)])
+def test_project_output_mask(emu, mask):
+    f, A, _, dtheta = _project_inputs((3, 2, 70), torch.float64, torch.float64)
+    full = emu.project_backward(dtheta, f, A, [True, True, True])
+    for got, want, need in zip(
+        emu.project_backward(dtheta, f, A, list(mask)), full, mask, strict=True
+    ):
+        assert (got is None) == (not need)
+        if need:
+            assert torch.equal(got, want)
+
+
+def test_project_empty_batch_and_bad_inputs(emu):
+    f, A, a, dtheta = _project_inputs((2, 3, 6), torch.float32, torch.float32)
+    assert emu.project(f[:0], A, a).shape == (0, 3, 7)
+    _, dA, da = emu.project_backward(dtheta[:0], f[:0], A, [True, True, True])
+    assert not dA.any() and not da.any()
+    with pytest.raises(ValueError, match="proj_weight must have shape"):
+        emu.project(f, A[:, :6], a)
+    with pytest.raises(TypeError, match="proj_weight must have class_feats' dtype"):
+        emu.project(f.half(), A.bfloat16(), None)
+
+
+@pytest.mark.parametrize("upstream", ["both", "feats_only", "logits_only", "none"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_class_pool_backward_adds_the_classifier_dx(emu, dtype, upstream):
+    """The whole classifier's backward passes grad_logits and the per-image
+    weights to class_pool's backward, whose dx then includes w^T dy."""
+    shape = (2, 70, 70, 5, 13)  # two class and two channel tiles
+    (x, gw, gb, w, _, dg, df, dy), (xd, gwd, gbd, wd, _, dgd, dfd, dyd) = _inputs(shape, dtype)
+    if upstream in ("feats_only", "none"):
+        dg = dgd = None
+    if upstream in ("logits_only", "none"):
+        df = dfd = None
+    g, _ = emu.class_pool(x, gw, gb)
+    got = emu.class_pool_backward(dg, df, x, gw, g, [True, True, True], dy, w)
+    B, C, H, W = x.shape
+    classifier_dx = torch.einsum("bkc,bkn->bcn", wd, dyd.flatten(2)).reshape(B, C, H, W)
+    if upstream == "none":
+        truth = [classifier_dx, torch.zeros_like(gwd), torch.zeros_like(gbd)]
+    else:
+        _, _, truth = _class_pool_truth(xd, gwd, gbd, dgd, dfd)
+        truth[0] = truth[0] + classifier_dx
+    for name, a, t in zip(("dx", "d_guide_weight", "d_guide_bias"), got, truth, strict=True):
+        _close(name, a, t, dtype)

@@ -24,7 +24,10 @@ class ConditionalClassifier(nn.Module):
     Steps: optional ``Dropout2d`` on the features; guide logits and class
     features (:func:`condnet.ops.class_pool`); a projection of each class's
     features to that class's weights and bias; the per-image 1x1 classifier
-    (:func:`condnet.ops.dynamic_classify`).
+    (:func:`condnet.ops.dynamic_classify`). The three run as one fused op
+    (:func:`condnet.ops.conditional_classifier`), whose backward writes the
+    features' gradient once; under autocast the projection's float32 weights
+    are read as they are, not cast.
 
     Args:
         in_channels: C, the feature channels.
@@ -90,12 +93,16 @@ class ConditionalClassifier(nn.Module):
             nn.init.normal_(self.filter_weight, std=math.sqrt(2.0 / (K * (C + 1))))
             nn.init.zeros_(self.filter_bias)
 
+    def projection_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The projection's weight and bias as the layout stores them."""
+        if self.layout == "official":
+            return self.filter_project.weight, self.filter_project.bias
+        return self.filter_weight, self.filter_bias
+
     def project(self, class_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class features (B, K, C) -> per-image weights (B, K, C) and biases (B, K)."""
-        if self.layout == "official":
-            proj = self.filter_project
-            return ops.project_official(class_feats, proj.weight, proj.bias)
-        return ops.project_per_class(class_feats, self.filter_weight, self.filter_bias)
+        project = ops.project_official if self.layout == "official" else ops.project_per_class
+        return project(class_feats, *self.projection_parameters(), backend=self.backend)
 
     def forward(
         self, feat: torch.Tensor, return_guide: bool = False
@@ -111,11 +118,16 @@ class ConditionalClassifier(nn.Module):
         if self.dropout is not None:
             feat = self.dropout(feat)
         guide = self.guidance_project
-        guide_logits, class_feats = ops.class_pool(
-            feat, guide.weight.flatten(1), guide.bias, backend=self.backend
+        # One fused op: class_pool, the projection and dynamic_classify forward,
+        # one op backward that writes the features' gradient once.
+        logits, guide_logits = ops.conditional_classifier(
+            feat,
+            guide.weight.flatten(1),
+            guide.bias,
+            *self.projection_parameters(),
+            layout=self.layout,
+            backend=self.backend,
         )
-        weight, bias = self.project(class_feats)
-        logits = ops.dynamic_classify(feat, weight, bias, backend=self.backend)
         return (logits, guide_logits) if return_guide else logits
 
     def extra_repr(self) -> str:

@@ -4,16 +4,26 @@
     weight, bias = project_official(class_feats, proj_weight, proj_bias)   # or project_per_class
     logits = dynamic_classify(x, weight, bias)
 
-``class_pool`` and ``dynamic_classify`` run on fused kernels when the extension
-is built (see :func:`build_info`) and on the pure-PyTorch reference otherwise;
-the projections are small and plain PyTorch everywhere.
+or the three at once, forward and backward each one op, x's gradient written
+once:
+
+    logits, guide_logits = conditional_classifier(x, guide_weight, guide_bias,
+                                                  proj_weight, proj_bias, layout="official")
+
+Every op runs on fused kernels when the extension is built (see
+:func:`build_info`) or on Triton, and on the pure-PyTorch reference otherwise.
 """
 
 from . import extension as _extension
 from .backend import BACKENDS, use_backend
 from .extension import build_info
-from .functional import class_pool, dynamic_classify
-from .reference import project_official, project_per_class
+from .functional import (
+    class_pool,
+    conditional_classifier,
+    dynamic_classify,
+    project_official,
+    project_per_class,
+)
 
 if _extension.LOAD_ERROR is None:
     from .registration import register as _register
@@ -24,6 +34,7 @@ __all__ = [
     "BACKENDS",
     "build_info",
     "class_pool",
+    "conditional_classifier",
     "dynamic_classify",
     "project_official",
     "project_per_class",

@@ -6,7 +6,10 @@ import torch
 
 import condnet
 
-OPS = ("class_pool", "dynamic_classify")
+OPS = ("class_pool", "dynamic_classify", "project", "conditional_classifier")
+# Ops made of others (CompositeExplicitAutograd): they run on a device when
+# every part has a kernel there.
+COMPOSITES = {"conditional_classifier": ("class_pool", "project", "dynamic_classify")}
 _DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 BUILD_HINT = (
     "build it from the repository root with "
@@ -31,10 +34,14 @@ def _kernels() -> dict[str, frozenset[str]]:
     if LOAD_ERROR is not None:
         return {op: frozenset() for op in OPS}
     has = torch._C._dispatch_has_kernel_for_dispatch_key
-    return {
+    kernels = {
         op: frozenset(dev for dev, key in _DEVICE_KEYS.items() if has(f"condnet::{op}", key))
         for op in OPS
+        if op not in COMPOSITES
     }
+    for op, parts in COMPOSITES.items():
+        kernels[op] = frozenset.intersection(*(kernels[part] for part in parts))
+    return kernels
 
 
 KERNELS = _kernels()

@@ -10,6 +10,8 @@ Shapes: x (B, C, H, W), N = H * W pixels, K classes.
     g = Wg x + bg                  guide logits (B, K, H, W)
     p = softmax_k(g)               soft class masks, never returned
     f = (1 / N) p x^T              class features (B, K, C)
+    theta[b, k] = A[k] f[b, k] + a[k]   the projection (B, K, C+1)
+    w, beta = theta's weights and biases (per-class or official reading)
     y = w x + beta                 per-image classifier logits (B, K, H, W)
 
 The 1/N factor divides by the pixel count, not by sum_n p: that is what the
@@ -21,11 +23,18 @@ from __future__ import annotations
 import torch
 
 __all__ = [
+    "LAYOUTS",
     "class_pool",
+    "conditional_classifier",
     "dynamic_classify",
+    "official_groups",
+    "project",
     "project_official",
     "project_per_class",
+    "split_theta",
 ]
+
+LAYOUTS = ("official", "per_class")
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -80,10 +89,58 @@ def dynamic_classify(
     return y.reshape(B, weight.shape[1], H, W)
 
 
-def _project(class_feats, proj_weight, proj_bias):
-    """theta[b, k] = proj_weight[k] @ class_feats[b, k] + proj_bias[k]: (B, K, C+1)."""
-    theta = torch.einsum("kjc,bkc->bkj", proj_weight, class_feats)
-    return theta if proj_bias is None else theta + proj_bias
+def project(
+    class_feats: torch.Tensor,
+    proj_weight: torch.Tensor,
+    proj_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The projection: ``theta[b, k] = proj_weight[k] @ class_feats[b, k] + proj_bias[k]``.
+
+    Args:
+        class_feats: (B, K, C).
+        proj_weight: (K, C + 1, C), in class_feats' dtype, or float32 for
+            float16/bfloat16 class features (float32 master weights).
+        proj_bias: optional (K, C + 1), in proj_weight's dtype.
+
+    Returns:
+        theta (B, K, C + 1) in class_feats' dtype. With float32 weights and
+        16-bit features the product runs in float32 and is rounded once.
+    """
+    feats = class_feats.to(proj_weight.dtype)
+    theta = torch.einsum("kjc,bkc->bkj", proj_weight, feats)
+    if proj_bias is not None:
+        theta = theta + proj_bias
+    return theta.to(class_feats.dtype)
+
+
+def split_theta(theta: torch.Tensor, layout: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-image classifier ``(weight (B, K, C), bias (B, K))`` read off
+    theta (B, K, C + 1), as views.
+
+    ``"per_class"``: class k's weights are theta[:, k, :C], its bias
+    theta[:, k, C]. ``"official"``: theta flattened class-major to
+    (B, K * (C + 1)) is the released grouped conv's output; its first K * C
+    values, read class-major, are the weights and its last K the biases.
+    """
+    B, K, J = theta.shape
+    C = J - 1
+    if layout == "per_class":
+        return theta[..., :C], theta[..., C]
+    flat = theta.reshape(B, K * J)
+    return flat[:, : K * C].reshape(B, K, C), flat[:, K * C :]
+
+
+def official_groups(
+    proj_weight: torch.Tensor, proj_bias: torch.Tensor | None, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The released conv's weight (C*K + K, C[, 1, 1]) and bias (C*K + K,) as
+    the per-class matrices (K, C + 1, C) and (K, C + 1) they are: group k of
+    the grouped conv applies a (C + 1) x C matrix to class k's features.
+    Views, no copies."""
+    C = proj_weight.shape[1]
+    groups = proj_weight.reshape(num_classes, C + 1, C)
+    bias = None if proj_bias is None else proj_bias.reshape(num_classes, C + 1)
+    return groups, bias
 
 
 def project_per_class(
@@ -104,8 +161,7 @@ def project_per_class(
     Returns:
         ``(weight, bias)`` of shapes (B, K, C) and (B, K).
     """
-    theta = _project(class_feats, proj_weight, proj_bias)
-    return theta[..., :-1], theta[..., -1]
+    return split_theta(project(class_feats, proj_weight, proj_bias), "per_class")
 
 
 def project_official(
@@ -134,8 +190,26 @@ def project_official(
     Returns:
         ``(weight, bias)`` of shapes (B, K, C) and (B, K).
     """
-    B, K, C = class_feats.shape
-    groups = proj_weight.reshape(K, C + 1, C)
-    bias = None if proj_bias is None else proj_bias.reshape(K, C + 1)
-    out = _project(class_feats, groups, bias).reshape(B, K * (C + 1))
-    return out[:, : K * C].reshape(B, K, C), out[:, K * C :]
+    groups, bias = official_groups(proj_weight, proj_bias, class_feats.shape[1])
+    return split_theta(project(class_feats, groups, bias), "official")
+
+
+def conditional_classifier(
+    x: torch.Tensor,
+    guide_weight: torch.Tensor,
+    guide_bias: torch.Tensor | None,
+    proj_weight: torch.Tensor,
+    proj_bias: torch.Tensor | None = None,
+    layout: str = "official",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole conditional classifier: ``(logits, guide_logits)``.
+
+    class_pool, then the projection in ``layout`` (proj_weight and proj_bias
+    as that layout stores them: (C*K + K, C[, 1, 1]) and (C*K + K,) for
+    ``"official"``, (K, C + 1, C) and (K, C + 1) for ``"per_class"``), then
+    dynamic_classify.
+    """
+    guide_logits, class_feats = class_pool(x, guide_weight, guide_bias)
+    project_fn = project_official if layout == "official" else project_per_class
+    weight, bias = project_fn(class_feats, proj_weight, proj_bias)
+    return dynamic_classify(x, weight, bias), guide_logits

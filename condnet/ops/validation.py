@@ -71,3 +71,92 @@ def check_dynamic_classify(x, weight, bias) -> None:
     check_like_x(weight, "weight", x, (B, K, C), f"(B, K, C) with B={B} and C={C} from x")
     if bias is not None:
         check_like_x(bias, "bias", x, (B, K), f"(B, K) with B={B} from x and K={K} from weight")
+
+
+_HALF = (torch.float16, torch.bfloat16)
+LAYOUTS = ("official", "per_class")
+
+
+def check_class_feats(class_feats: object) -> torch.Tensor:
+    class_feats = _check_tensor(class_feats, "class_feats")
+    if class_feats.dim() != 3 or 0 in class_feats.shape[1:]:
+        raise ValueError(
+            f"class_feats must have shape (B, K, C) with K, C >= 1, got {_shape(class_feats)}"
+        )
+    return class_feats
+
+
+def check_layout(layout: object) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    return layout  # type: ignore[return-value]
+
+
+def check_projection(
+    proj_weight: object,
+    proj_bias: object,
+    layout: str,
+    K: int,
+    C: int,
+    feats_dtype: torch.dtype,
+    device: torch.device,
+    source: str,
+) -> None:
+    """The projection's parameters for K classes of C channels, as ``layout``
+    stores them: (K, C+1, C) and (K, C+1) for "per_class", the released
+    conv's (C*K + K, C, 1, 1) (or (C*K + K, C)) and (C*K + K,) for
+    "official". Their dtype is the class features' or, for float16/bfloat16
+    features, float32 (master weights). ``source`` says where K and C come
+    from, for the messages."""
+    proj_weight = _check_tensor(proj_weight, "proj_weight")
+    if layout == "per_class":
+        shapes, meaning = [(K, C + 1, C)], f"(K, C+1, C) = {(K, C + 1, C)}"
+        bias_shape, bias_meaning = (K, C + 1), f"(K, C+1) = {(K, C + 1)}"
+    else:
+        rows = C * K + K
+        shapes = [(rows, C, 1, 1), (rows, C)]
+        meaning = f"(C*K + K, C, 1, 1) = {shapes[0]} (or {shapes[1]})"
+        bias_shape, bias_meaning = (rows,), f"(C*K + K,) = {(rows,)}"
+    if _shape(proj_weight) not in shapes:
+        raise ValueError(
+            f"proj_weight must have shape {meaning} {source}, got {_shape(proj_weight)}"
+        )
+    if proj_weight.dtype != feats_dtype and not (
+        proj_weight.dtype == torch.float32 and feats_dtype in _HALF
+    ):
+        raise TypeError(
+            f"proj_weight must have the class features' dtype {feats_dtype} (or float32 "
+            f"for float16/bfloat16 features), got {proj_weight.dtype}"
+        )
+    if proj_weight.device != device:
+        raise ValueError(f"proj_weight must be on device {device}, got {proj_weight.device}")
+    if proj_bias is None:
+        return
+    proj_bias = _check_tensor(proj_bias, "proj_bias")
+    if _shape(proj_bias) != bias_shape:
+        raise ValueError(f"proj_bias must have shape {bias_meaning}, got {_shape(proj_bias)}")
+    if proj_bias.dtype != proj_weight.dtype:
+        raise TypeError(
+            f"proj_bias must have proj_weight's dtype {proj_weight.dtype}, got {proj_bias.dtype}"
+        )
+    if proj_bias.device != device:
+        raise ValueError(f"proj_bias must be on device {device}, got {proj_bias.device}")
+
+
+def check_project(class_feats, proj_weight, proj_bias, layout: str) -> None:
+    class_feats = check_class_feats(class_feats)
+    _, K, C = class_feats.shape
+    source = f"for class_feats of shape (B, K, C) = {_shape(class_feats)}"
+    check_projection(
+        proj_weight, proj_bias, layout, K, C, class_feats.dtype, class_feats.device, source
+    )
+
+
+def check_conditional_classifier(x, guide_weight, guide_bias, proj_weight, proj_bias, layout):
+    """class_pool's arguments, then the projection's for the class features
+    (B, K, C) that class_pool makes of them."""
+    check_class_pool(x, guide_weight, guide_bias)
+    layout = check_layout(layout)
+    K, C = guide_weight.shape
+    source = f"for K={K} classes (guide_weight) of C={C} channels (x)"
+    check_projection(proj_weight, proj_bias, layout, K, C, x.dtype, x.device, source)

@@ -13,6 +13,7 @@
 #include <tuple>
 
 #include "../checks.h"
+#include "output_memory.h"
 #include "tiling.h"
 
 namespace condnet::cpu {
@@ -24,7 +25,7 @@ at::Tensor dynamic_classify_forward(const at::Tensor& x_in, const at::Tensor& we
   const KernelScope scope;
   const int64_t B = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
   const int64_t N = H * W, K = weight.size(1);
-  at::Tensor y = at::empty({B, K, H, W}, x_in.options());
+  at::Tensor y = empty_output({B, K, H, W}, x_in.options());
   if (B == 0) return y;
 
   const at::Tensor x = x_in.contiguous().view({B, C, N});
@@ -70,7 +71,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dynamic_classify_backward(
   const KernelScope scope;
   const auto [need_dx, need_dw, need_db] = output_mask;
 
-  at::Tensor dx = need_dx ? at::empty({B, C, H, W}, x_in.options()) : at::Tensor();
+  at::Tensor dx = need_dx ? empty_output({B, C, H, W}, x_in.options()) : at::Tensor();
   const at::Tensor x = x_in.contiguous().view({B, C, N});
   const at::Tensor dy = grad_y.contiguous().view({B, K, N});
   if (x.scalar_type() == acc_type(x.scalar_type())) {

@@ -6,7 +6,8 @@
 // logits_kernel writes g and the per-pixel log-sum-exp, and the pooling
 // kernel forms p / N tile by tile from them. Backward: softmax_backward_kernel
 // gives dgt (the gradient of g, in x's dtype), then dx = Wg^T dgt + df^T p / N
-// and dWg = sum dgt x^T. No atomics: the pixel-split partial sums are added
+// (+ w^T dy, the dynamic classifier's term, when the whole classifier's
+// backward passes grad_logits and classifier_weight) and dWg = sum dgt x^T. No atomics: the pixel-split partial sums are added
 // by ATen's reduction, whose order is fixed for a given shape and GPU.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -64,23 +65,34 @@ std::tuple<at::Tensor, at::Tensor> class_pool_forward(
 std::tuple<at::Tensor, at::Tensor, at::Tensor> class_pool_backward(
     const std::optional<at::Tensor>& grad_g, const std::optional<at::Tensor>& grad_f,
     const at::Tensor& x_in, const at::Tensor& guide_weight, const at::Tensor& guide_logits,
-    std::array<bool, 3> output_mask) {
+    std::array<bool, 3> output_mask, const std::optional<at::Tensor>& grad_logits,
+    const std::optional<at::Tensor>& classifier_weight) {
   check_class_pool_inputs(x_in, guide_weight, std::nullopt);
   const int64_t B = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
   const int64_t N = H * W, K = guide_weight.size(0);
   check_grad(guide_logits, x_in, {B, K, H, W}, "guide_logits");
   check_grad(grad_g, x_in, {B, K, H, W}, "grad_guide_logits");
   check_grad(grad_f, x_in, {B, K, C}, "grad_class_feats");
+  check_classifier_term(grad_logits, classifier_weight, x_in);
   const DeviceGuard device_guard(x_in);
   const KernelScope scope;
   const auto [need_dx, need_dw, need_db] = output_mask;
+  const bool pooled = grad_g.has_value() || grad_f.has_value();
+  const bool classifier_term = need_dx && grad_logits.has_value();
 
   at::Tensor dx, dw, db;
-  if (need_dx) dx = at::zeros({B, C, H, W}, x_in.options());
+  if (need_dx) {
+    dx = classifier_term ? at::empty({B, C, H, W}, x_in.options())
+                         : at::zeros({B, C, H, W}, x_in.options());
+  }
   if (need_dw) dw = at::zeros({K, C}, guide_weight.options());
   if (need_db) db = at::zeros({K}, guide_weight.options());
-  if (B == 0 || (!grad_g.has_value() && !grad_f.has_value())) return {dx, dw, db};
+  if (B == 0 || (!pooled && !classifier_term)) return {dx, dw, db};
 
+  // The classifier term's operands: w (B, K2, C) and dy (B, K2, N).
+  const at::Tensor cw = classifier_term ? classifier_weight->contiguous() : at::Tensor();
+  const at::Tensor dy =
+      classifier_term ? grad_logits->contiguous().view({B, cw.size(1), N}) : at::Tensor();
   const at::Tensor x = x_in.contiguous().view({B, C, N});
   const at::Tensor wg = guide_weight.contiguous();
   const at::Tensor g = guide_logits.contiguous().view({B, K, N});
@@ -90,6 +102,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_pool_backward(
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "condnet::class_pool_backward", [&] {
         using T = scalar_t;
+        const at::Tensor dx3 = need_dx ? dx.view({B, C, N}) : at::Tensor();
+        if (!pooled) {  // dx = w^T dy alone
+          launch_channel_product<T, false, false>(cw, cw.size(1) * C, dy, df, g, at::Tensor(),
+                                                  cw, dy, dx3);
+          return;
+        }
         // Without df the softmax is not involved: dgt is dg itself.
         at::Tensor dgt = dg, lse;
         if (df.defined()) {
@@ -98,11 +116,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_pool_backward(
           launch_softmax_backward<T>(x, df, g, dg, dgt, lse);
         }
         if (need_dx) {
-          const at::Tensor dx3 = dx.view({B, C, N});
-          if (df.defined()) {
-            launch_channel_product<T, true>(wg, 0, dgt, df, g, lse, dx3);
+          if (df.defined() && classifier_term) {
+            launch_channel_product<T, true, true>(wg, 0, dgt, df, g, lse, cw, dy, dx3);
+          } else if (df.defined()) {
+            launch_channel_product<T, true, false>(wg, 0, dgt, df, g, lse, cw, dy, dx3);
+          } else if (classifier_term) {
+            launch_channel_product<T, false, true>(wg, 0, dgt, df, g, lse, cw, dy, dx3);
           } else {
-            launch_channel_product<T, false>(wg, 0, dgt, df, g, lse, dx3);
+            launch_channel_product<T, false, false>(wg, 0, dgt, df, g, lse, cw, dy, dx3);
           }
         }
         if (need_dw) {

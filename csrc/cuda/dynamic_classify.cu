@@ -67,7 +67,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dynamic_classify_backward(
       at::kHalf, at::kBFloat16, x.scalar_type(), "condnet::dynamic_classify_backward", [&] {
         using T = scalar_t;
         const at::Tensor none;
-        if (need_dx) launch_channel_product<T, false>(w, K * C, dy, none, none, none, dx.view({B, C, N}));
+        if (need_dx) {
+          launch_channel_product<T, false, false>(w, K * C, dy, none, none, none, none, none,
+                                                  dx.view({B, C, N}));
+        }
         if (need_dw) {
           const at::Tensor partial = launch_pixel_reduce<T, false>(x, dy, none, acc_t<T>(1));
           dw.copy_(partial.sum(1));

@@ -31,7 +31,7 @@ import triton.language as tl
 
 from .config import accumulator_dtype, class_pool_blocks, dot_precision
 from .launch import interpreted, wrap_triton
-from .tiles import load_tile, reduce_tile, store_tile
+from .tiles import dot, load_tile, reduce_tile, store_tile
 
 
 @triton.jit
@@ -85,7 +85,7 @@ def _class_pool_fwd_kernel(
             c_ok = offs_c < C
             w = load_tile(wg_ptr, offs_k, offs_c, sw_k, sw_c, k_ok, c_ok)
             xt = load_tile(x_img, offs_c, offs_n, sx_c, sx_n, c_ok, n_ok)
-            acc = tl.dot(w, xt, acc, input_precision=PRECISION, out_dtype=ACC)
+            acc = dot(w, xt, acc, PRECISION, ACC)
         if HAS_BIAS:
             acc += tl.load(bg_ptr + offs_k * sb_k, mask=k_ok, other=0.0).to(ACC)[:, None]
         g = acc.to(g_ptr.dtype.element_ty)
@@ -112,7 +112,7 @@ def _class_pool_fwd_kernel(
             offs_c = c0 + tl.arange(0, BLOCK_C)
             c_ok = offs_c < C
             xt = load_tile(x_img, offs_c, offs_n, sx_c, sx_n, c_ok, n_ok)
-            part = tl.dot(p, tl.trans(xt), input_precision=PRECISION, out_dtype=ACC)
+            part = dot(p, tl.trans(xt), None, PRECISION, ACC)
             reduce_tile(f_row, part * inv_n, offs_k, offs_c, sf_k, sf_c, k_ok, c_ok, ATOMIC)
 
 

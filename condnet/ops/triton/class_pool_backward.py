@@ -6,8 +6,12 @@ recomputed:
 
     dp  = df x / N                      (K x N per image)
     dgt = dg + p * (dp - sum_k p dp)    softmax backward
-    dx  = df^T p / N + Wg^T dgt
+    dx  = df^T p / N + Wg^T dgt  (+ w^T dy)
     dWg = sum_{b,n} dgt x^T,  dbg = sum_{b,n} dgt
+
+The optional ``w^T dy`` is the dynamic classifier's input gradient, which the
+whole classifier's backward passes in (grad_logits, classifier_weight) so
+that dx is written once.
 
 One program owns BLOCK_N pixels of one image (grid: pixel blocks, images):
 
@@ -20,7 +24,7 @@ B. over class tiles: dgt, its row sums (dbg) and dgt x^T (dWg), added across
    programs like f in the forward (atomics, or per-program partial rows when
    determinism is asked for). dgt replaces dp in the scratch slab.
 C. over channel tiles, each accumulating over the class tiles:
-   dx = Wg^T dgt + df^T p / N, written once.
+   dx = Wg^T dgt + df^T p / N (+ w^T dy), written once.
 
 Without df, dgt is dg itself and the softmax is not needed at all.
 """
@@ -34,7 +38,7 @@ import triton.language as tl
 from .class_pool import reduce_with_atomics
 from .config import accumulator_dtype, class_pool_blocks, dot_precision
 from .launch import interpreted, wrap_triton
-from .tiles import load_tile, reduce_tile, reduce_vector, store_tile
+from .tiles import dot, load_tile, reduce_tile, reduce_vector, store_tile
 
 
 @triton.jit
@@ -44,11 +48,14 @@ def _class_pool_bwd_kernel(
     x_ptr,
     wg_ptr,
     g_ptr,
+    dy_ptr,
+    cw_ptr,
     dx_ptr,
     dw_ptr,
     db_ptr,
     s_ptr,
     K,
+    K2,
     C,
     N,
     sdg_b,
@@ -65,6 +72,12 @@ def _class_pool_bwd_kernel(
     sg_b,
     sg_k,
     sg_n,
+    sdy_b,
+    sdy_k,
+    sdy_n,
+    scw_b,
+    scw_k,
+    scw_c,
     sdx_b,
     sdx_c,
     sdx_n,
@@ -78,6 +91,7 @@ def _class_pool_bwd_kernel(
     ss_n,
     HAS_DG: tl.constexpr,
     HAS_DF: tl.constexpr,
+    HAS_DY: tl.constexpr,
     NEED_DX: tl.constexpr,
     NEED_DW: tl.constexpr,
     NEED_DB: tl.constexpr,
@@ -117,7 +131,7 @@ def _class_pool_bwd_kernel(
                 c_ok = offs_c < C
                 dft = load_tile(df_img, offs_k, offs_c, sdf_k, sdf_c, k_ok, c_ok).to(XT)
                 xt = load_tile(x_img, offs_c, offs_n, sx_c, sx_n, c_ok, n_ok)
-                dp = tl.dot(dft, xt, dp, input_precision=PRECISION, out_dtype=ACC)
+                dp = dot(dft, xt, dp, PRECISION, ACC)
             dp = dp * inv_n
             g = load_tile(g_img, offs_k, offs_n, sg_k, sg_n, k_ok, n_ok).to(ACC)
             logits = tl.where(k_ok[:, None], g, float("-inf"))
@@ -156,38 +170,48 @@ def _class_pool_bwd_kernel(
                     offs_c = c0 + tl.arange(0, BLOCK_C)
                     c_ok = offs_c < C
                     xt = load_tile(x_img, offs_c, offs_n, sx_c, sx_n, c_ok, n_ok)
-                    part = tl.dot(dgt_x, tl.trans(xt), input_precision=PRECISION, out_dtype=ACC)
+                    part = dot(dgt_x, tl.trans(xt), None, PRECISION, ACC)
                     reduce_tile(dw_row, part, offs_k, offs_c, sdw_k, sdw_c, k_ok, c_ok, ATOMIC)
             if NEED_DX and HAS_DF:
                 # No thread may overwrite dp before every thread has read it.
                 tl.debug_barrier()
                 store_tile(s_img, dgt, offs_k, offs_n, ss_k, ss_n, k_ok, n_ok)
 
-    if NEED_DX:  # C: dx = Wg^T dgt + df^T p / N
+    if NEED_DX:  # C: dx = Wg^T dgt + df^T p / N (+ w^T dy)
         if HAS_DF:
             tl.debug_barrier()
+        dy_img = dy_ptr + b * sdy_b
+        cw_img = cw_ptr + b * scw_b
         for c0 in range(0, C, BLOCK_C):
             offs_c = c0 + tl.arange(0, BLOCK_C)
             c_ok = offs_c < C
             acc = tl.zeros([BLOCK_C, BLOCK_N], ACC)
             acc_f = tl.zeros([BLOCK_C, BLOCK_N], ACC)
-            for k0 in range(0, K, BLOCK_K):
-                offs_k = k0 + tl.arange(0, BLOCK_K)
-                k_ok = offs_k < K
-                wt = load_tile(wg_ptr, offs_c, offs_k, sw_c, sw_k, c_ok, k_ok)
-                if HAS_DF:
-                    dgt = load_tile(s_img, offs_k, offs_n, ss_k, ss_n, k_ok, n_ok)
-                else:
-                    dgt = load_tile(dg_img, offs_k, offs_n, sdg_k, sdg_n, k_ok, n_ok)
-                acc = tl.dot(wt, dgt.to(XT), acc, input_precision=PRECISION, out_dtype=ACC)
-                if HAS_DF:
-                    dft = load_tile(df_img, offs_c, offs_k, sdf_c, sdf_k, c_ok, k_ok).to(XT)
-                    g = load_tile(g_img, offs_k, offs_n, sg_k, sg_n, k_ok, n_ok).to(ACC)
-                    p = tl.exp(g - m_i[None, :]) * inv_l[None, :]
-                    p = tl.where(k_ok[:, None] & n_ok[None, :], p, 0.0)
-                    acc_f = tl.dot(dft, p.to(XT), acc_f, input_precision=PRECISION, out_dtype=ACC)
+            if HAS_DG or HAS_DF:
+                for k0 in range(0, K, BLOCK_K):
+                    offs_k = k0 + tl.arange(0, BLOCK_K)
+                    k_ok = offs_k < K
+                    wt = load_tile(wg_ptr, offs_c, offs_k, sw_c, sw_k, c_ok, k_ok)
+                    if HAS_DF:
+                        dgt = load_tile(s_img, offs_k, offs_n, ss_k, ss_n, k_ok, n_ok)
+                    else:
+                        dgt = load_tile(dg_img, offs_k, offs_n, sdg_k, sdg_n, k_ok, n_ok)
+                    acc = dot(wt, dgt.to(XT), acc, PRECISION, ACC)
+                    if HAS_DF:
+                        dft = load_tile(df_img, offs_c, offs_k, sdf_c, sdf_k, c_ok, k_ok).to(XT)
+                        g = load_tile(g_img, offs_k, offs_n, sg_k, sg_n, k_ok, n_ok).to(ACC)
+                        p = tl.exp(g - m_i[None, :]) * inv_l[None, :]
+                        p = tl.where(k_ok[:, None] & n_ok[None, :], p, 0.0)
+                        acc_f = dot(dft, p.to(XT), acc_f, PRECISION, ACC)
             if HAS_DF:
                 acc += acc_f * inv_n
+            if HAS_DY:
+                for k0 in range(0, K2, BLOCK_K):
+                    offs_k = k0 + tl.arange(0, BLOCK_K)
+                    k_ok = offs_k < K2
+                    wt = load_tile(cw_img, offs_c, offs_k, scw_c, scw_k, c_ok, k_ok)
+                    dyt = load_tile(dy_img, offs_k, offs_n, sdy_k, sdy_n, k_ok, n_ok)
+                    acc = dot(wt, dyt, acc, PRECISION, ACC)
             store_tile(dx_ptr + b * sdx_b, acc, offs_c, offs_n, sdx_c, sdx_n, c_ok, n_ok)
 
 
@@ -202,15 +226,23 @@ def class_pool_backward(
     guide_weight: torch.Tensor,
     guide_logits: torch.Tensor,
     output_mask: list[bool],
+    grad_logits: torch.Tensor | None = None,
+    classifier_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Launches the backward kernel; returns ``(dx, dWg, dbg)``, None where
-    ``output_mask`` says the gradient is not needed."""
+    ``output_mask`` says the gradient is not needed. With ``grad_logits``
+    (B, K', H, W) and ``classifier_weight`` (B, K', C), dx also receives
+    ``classifier_weight^T grad_logits``."""
+    if (grad_logits is None) != (classifier_weight is None):
+        raise ValueError("grad_logits and classifier_weight must be given together")
     need_dx, need_dw, need_db = output_mask
     B, C, H, W = x.shape
     K = guide_weight.shape[0]
     N = H * W
     dx = x.new_empty(B, C, H, W) if need_dx else None
-    if B == 0 or (grad_guide_logits is None and grad_class_feats is None):
+    has_dy = need_dx and grad_logits is not None
+    pooled = grad_guide_logits is not None or grad_class_feats is not None
+    if B == 0 or not (pooled or has_dy):
         return (
             dx.zero_() if need_dx else None,
             guide_weight.new_zeros(K, C) if need_dw else None,
@@ -237,6 +269,8 @@ def class_pool_backward(
     db = reduction_buffer(K) if need_db else None
     scratch = torch.empty(B, K, N, dtype=acc_dtype, device=x.device) if has_df else None
     dxf = dx.view(B, C, N) if need_dx else None
+    dyf = grad_logits.reshape(B, -1, N) if has_dy else None
+    cw = classifier_weight if has_dy else None
     # Absent tensors are never read; x stands in for their pointers.
     wrap_triton(_class_pool_bwd_kernel)[(pixel_blocks, B)](
         dgf if dgf is not None else xf,
@@ -244,11 +278,14 @@ def class_pool_backward(
         xf,
         guide_weight,
         gf,
+        dyf if has_dy else xf,
+        cw if has_dy else xf,
         dxf if dxf is not None else xf,
         dw if dw is not None else xf,
         db if db is not None else xf,
         scratch if has_df else xf,
         K,
+        cw.shape[1] if has_dy else 0,
         C,
         N,
         *_strides(dgf, 3),
@@ -256,12 +293,15 @@ def class_pool_backward(
         *xf.stride(),
         *guide_weight.stride(),
         *gf.stride(),
+        *_strides(dyf, 3),
+        *_strides(cw, 3),
         *_strides(dxf, 3),
         *_strides(dw, 3),
         *_strides(db, 2),
         *_strides(scratch, 3),
         HAS_DG=dgf is not None,
         HAS_DF=has_df,
+        HAS_DY=has_dy,
         NEED_DX=need_dx,
         NEED_DW=need_dw,
         NEED_DB=need_db,

@@ -103,6 +103,44 @@ def dynamic_classify_blocks(K: int, C: int, N: int, dtype: torch.dtype, interpre
     return Blocks(k, c, n, num_warps=4, num_stages=3 if not wide else 2)
 
 
+@dataclass(frozen=True)
+class ProjectBlocks:
+    """Tile sizes of the projection kernels: images (b), rows of A (j) and
+    channels (c)."""
+
+    b: int
+    j: int
+    c: int
+    num_warps: int = 4
+
+
+# Elements of the (images x rows x channels) broadcast product a program
+# holds at once: 64 per thread at 4 warps.
+_PROJECT_PRODUCT = 8192
+
+
+def project_blocks(
+    B: int, C: int, dtype: torch.dtype, interpret: bool, whole_batch: bool = False
+) -> ProjectBlocks:
+    """Tiles for the projection's weight streams (not ``tl.dot`` products,
+    so no 16-element minimum). The forward's image tile is at most 16 (more
+    images take more programs, each re-reading its rows of A); the
+    backward's covers the whole batch (``whole_batch``), since every dA
+    element sums over all images.
+
+    Under the interpreter: 16 rows and 16 channels, and at most 2 images in
+    the forward, so that small tests cross blocks on every axis.
+    """
+    images = _pow2_at_least(B)
+    if interpret:
+        return ProjectBlocks(images if whole_batch else min(images, 2), 16, 16, num_warps=1)
+    b = images if whole_batch else min(images, 16)
+    c = max(16, min(128 if dtype != torch.float64 else 64, _PROJECT_PRODUCT // (b * 4)))
+    c = min(c, max(16, _pow2_at_least(C)))
+    j = max(1, min(64, _PROJECT_PRODUCT // (b * c)))
+    return ProjectBlocks(b, j, c, num_warps=4)
+
+
 def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
     """Sums run in float32, or float64 for float64 inputs."""
     return torch.float64 if dtype == torch.float64 else torch.float32

@@ -20,7 +20,7 @@ import triton.language as tl
 
 from .config import dot_precision, dynamic_classify_blocks
 from .launch import interpreted, wrap_triton
-from .tiles import load_tile, store_tile
+from .tiles import dot, load_tile, store_tile
 
 
 @triton.jit
@@ -62,7 +62,7 @@ def _dynamic_classify_fwd_kernel(
         c_ok = offs_c < C
         w = load_tile(w_ptr + b * sw_b, offs_k, offs_c, sw_k, sw_c, k_ok, c_ok)
         xt = load_tile(x_ptr + b * sx_b, offs_c, offs_n, sx_c, sx_n, c_ok, n_ok)
-        acc = tl.dot(w, xt, acc, input_precision=PRECISION, out_dtype=ACC)
+        acc = dot(w, xt, acc, PRECISION, ACC)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + b * sbias_b + offs_k * sbias_k, mask=k_ok, other=0.0)
         acc += bias.to(ACC)[:, None]
@@ -105,7 +105,7 @@ def _dynamic_classify_dx_kernel(
         k_ok = offs_k < K
         wt = load_tile(w_ptr + b * sw_b, offs_c, offs_k, sw_c, sw_k, c_ok, k_ok)
         dy = load_tile(dy_ptr + b * sdy_b, offs_k, offs_n, sdy_k, sdy_n, k_ok, n_ok).to(XT)
-        acc = tl.dot(wt, dy, acc, input_precision=PRECISION, out_dtype=ACC)
+        acc = dot(wt, dy, acc, PRECISION, ACC)
     store_tile(dx_ptr + b * sdx_b, acc, offs_c, offs_n, sdx_c, sdx_n, c_ok, n_ok)
 
 
@@ -153,7 +153,7 @@ def _dynamic_classify_dw_kernel(
         dy = load_tile(dy_ptr + b * sdy_b, offs_k, offs_n, sdy_k, sdy_n, k_ok, n_ok)
         if NEED_DW:
             xt = load_tile(x_ptr + b * sx_b, offs_n, offs_c, sx_n, sx_c, n_ok, c_ok)
-            acc = tl.dot(dy.to(XT), xt, acc, input_precision=PRECISION, out_dtype=ACC)
+            acc = dot(dy.to(XT), xt, acc, PRECISION, ACC)
         if NEED_DB:
             acc_b += tl.sum(dy.to(ACC), axis=1)
     if NEED_DW:

@@ -12,14 +12,15 @@ loaded at once and a graph says which implementation it runs.
 
 from __future__ import annotations
 
-import torch
 from torch.library import triton_op
 
-from ..registration import _class_pool_setup, _dynamic_classify_setup, _output_mask
+from ..autograd import register_autograd
 from .class_pool import _class_pool_fwd_kernel, class_pool_forward
 from .class_pool_backward import class_pool_backward
+from .conditional_classifier import conditional_classifier_backward, conditional_classifier_forward
 from .dynamic_classify import dynamic_classify_backward, dynamic_classify_forward
 from .launch import interpreted
+from .project import project_backward, project_forward
 
 NAMESPACE = "condnet_triton"
 
@@ -38,7 +39,8 @@ class_pool_backward_op = triton_op(
     mutates_args=(),
     schema=(
         "(Tensor? grad_guide_logits, Tensor? grad_class_feats, Tensor x, Tensor guide_weight, "
-        "Tensor guide_logits, bool[3] output_mask) -> (Tensor, Tensor, Tensor)"
+        "Tensor guide_logits, bool[3] output_mask, Tensor? grad_logits=None, "
+        "Tensor? classifier_weight=None) -> (Tensor, Tensor, Tensor)"
     ),
 )(class_pool_backward)
 
@@ -58,23 +60,39 @@ dynamic_classify_backward_op = triton_op(
 )(dynamic_classify_backward)
 
 
-def _class_pool_grads(ctx, grad_guide_logits, grad_class_feats):
-    x, guide_weight, guide_logits = ctx.saved_tensors
-    return tuple(
-        torch.ops.condnet_triton.class_pool_backward(
-            grad_guide_logits, grad_class_feats, x, guide_weight, guide_logits, _output_mask(ctx)
-        )
-    )
+project = triton_op(
+    f"{NAMESPACE}::project",
+    mutates_args=(),
+    schema="(Tensor class_feats, Tensor weight, Tensor? bias) -> Tensor",
+)(project_forward)
 
+project_backward_op = triton_op(
+    f"{NAMESPACE}::project_backward",
+    mutates_args=(),
+    schema=(
+        "(Tensor grad_theta, Tensor class_feats, Tensor weight, bool[3] output_mask) "
+        "-> (Tensor, Tensor, Tensor)"
+    ),
+)(project_backward)
 
-def _dynamic_classify_grads(ctx, grad_logits):
-    x, weight = ctx.saved_tensors
-    return tuple(
-        torch.ops.condnet_triton.dynamic_classify_backward(
-            grad_logits, x, weight, _output_mask(ctx)
-        )
-    )
+conditional_classifier = triton_op(
+    f"{NAMESPACE}::conditional_classifier",
+    mutates_args=(),
+    schema=(
+        "(Tensor x, Tensor guide_weight, Tensor? guide_bias, Tensor proj_weight, "
+        "Tensor? proj_bias, bool official) -> (Tensor, Tensor, Tensor, Tensor)"
+    ),
+)(conditional_classifier_forward)
 
+conditional_classifier_backward_op = triton_op(
+    f"{NAMESPACE}::conditional_classifier_backward",
+    mutates_args=(),
+    schema=(
+        "(Tensor? grad_logits, Tensor? grad_guide_logits, Tensor? grad_class_feats, "
+        "Tensor? grad_theta, Tensor x, Tensor guide_weight, Tensor guide_logits, "
+        "Tensor class_feats, Tensor proj_weight, Tensor theta, bool official, "
+        "bool[5] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
+    ),
+)(conditional_classifier_backward)
 
-class_pool.register_autograd(_class_pool_grads, setup_context=_class_pool_setup)
-dynamic_classify.register_autograd(_dynamic_classify_grads, setup_context=_dynamic_classify_setup)
+register_autograd(NAMESPACE)

@@ -1,7 +1,30 @@
-"""Masked 2-D tile loads and stores shared by the kernels."""
+"""Masked 2-D tile loads and stores, and the product, shared by the kernels."""
+
+import os
 
 import triton
 import triton.language as tl
+
+# Whether the kernels are being defined for Triton's interpreter
+# (TRITON_INTERPRET=1 when they are decorated; see launch.py).
+INTERPRETED: tl.constexpr = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
+
+
+@triton.jit
+def dot(a, b, acc, PRECISION: tl.constexpr, ACC: tl.constexpr):
+    """``tl.dot(a, b, acc)`` with ``PRECISION`` and ``ACC`` accumulation.
+
+    Triton's interpreter multiplies bfloat16 operands as raw bit patterns (a
+    16x16 product is off by ~1e10), so there, and only there, bfloat16
+    operands are widened to float32 first. Everything around the product,
+    every bfloat16 load, store and rounding point, stays as the GPU runs it;
+    the widened product is exact where the tensor cores' is a float32 sum
+    of exact bfloat16 products, so the two differ only in summation order.
+    """
+    if INTERPRETED and a.dtype == tl.bfloat16:
+        a, b = a.to(tl.float32), b.to(tl.float32)
+        return tl.dot(a, b, acc, input_precision="ieee", out_dtype=ACC)
+    return tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC)
 
 
 @triton.jit
