@@ -13,6 +13,12 @@ Shapes are (B, C, K, H, W): batch, channels, classes, height, width.
 The sweeps run at B=2 on the CPU, so that a whole sweep fits in minutes on a
 2-core machine, and at B=8 on the GPU. ``--quick`` shrinks the named shapes and
 the sweeps to C=32, B=2 and at most 32x32 pixels (explicit shapes are kept).
+
+Precisions (``--dtype``): float32, bfloat16, float16, float64 run everything
+in that dtype; amp-bfloat16 and amp-float16 are mixed-precision training as
+users run it: features (x, class features, per-image weights) in the 16-bit
+dtype, parameters (the guide and the projection) float32 master weights, the
+call under ``torch.autocast``.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ from dataclasses import dataclass
 
 import torch
 
-OPS = ("class_pool", "dynamic_classify", "classifier")
+OPS = ("class_pool", "dynamic_classify", "project", "classifier")
 MODES = ("fwd", "fwd_bwd")
-DTYPES = ("float32", "bfloat16", "float16", "float64")
+DTYPES = ("float32", "bfloat16", "float16", "float64", "amp-bfloat16", "amp-float16")
+AMP_PREFIX = "amp-"
 
 # name -> (B, C, K, H, W); DESIGN.md's reference shapes at training batch size.
 SHAPES = {
@@ -112,12 +119,32 @@ def expand_shape(spec: str, device_type: str, quick: bool) -> list[tuple[str, tu
 
 @dataclass
 class Case:
+    """One row group. ``dtype`` is the features' dtype; under ``amp`` the
+    parameters are float32 and the call runs under torch.autocast."""
+
     op: str
     mode: str
     dims: tuple[int, ...]
     dtype: torch.dtype
     device: torch.device
     label: str = ""
+    amp: bool = False
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        return torch.float32 if self.amp else self.dtype
+
+    @property
+    def precision(self) -> str:
+        """The --dtype name of the case: "float32", "amp-bfloat16", ..."""
+        name = str(self.dtype).removeprefix("torch.")
+        return AMP_PREFIX + name if self.amp else name
+
+
+def precision(name: str) -> tuple[torch.dtype, bool]:
+    """A --dtype name -> (features' dtype, autocast with float32 parameters)."""
+    amp = name.startswith(AMP_PREFIX)
+    return getattr(torch, name.removeprefix(AMP_PREFIX)), amp
 
 
 def work(case: Case) -> tuple[float, float]:
@@ -133,10 +160,14 @@ def work(case: Case) -> tuple[float, float]:
     N, s = H * W, torch.finfo(case.dtype).bits // 8
     x, g, y = B * C * N * s, B * K * N * s, B * K * N * s
     mac = 2.0 * B * K * C * N  # FLOPs of one (K x C) by (C x N) product per image
-    proj_bytes, proj_flops = (C * K + K) * C * s, 2.0 * B * K * (C + 1) * C
+    # The projection's weight in its own dtype (float32 master weights under amp).
+    proj_bytes = (C * K + K) * C * (torch.finfo(case.param_dtype).bits // 8)
+    proj_flops = 2.0 * B * K * (C + 1) * C
+    feats, theta = B * K * C * s, B * K * (C + 1) * s
     fwd = {
         "class_pool": (x + g, 2 * mac),
         "dynamic_classify": (x + y, mac),
+        "project": (proj_bytes + feats + theta, proj_flops),
         "classifier": (2 * x + g + y + proj_bytes, 3 * mac + proj_flops),
     }[case.op]
     if case.mode == "fwd":
@@ -147,6 +178,8 @@ def work(case: Case) -> tuple[float, float]:
     bwd = {
         "class_pool": (2 * x + 2 * g, 4 * mac),
         "dynamic_classify": (2 * x + y, 2 * mac),
+        # read A, write dA; read dtheta and f, write df
+        "project": (2 * proj_bytes + theta + 2 * feats, 2 * proj_flops),
         "classifier": (3 * x + 2 * g + 2 * y + 2 * proj_bytes, 6 * mac + 2 * proj_flops),
     }[case.op]
     return fwd[0] + bwd[0], fwd[1] + bwd[1]
@@ -157,7 +190,17 @@ def work(case: Case) -> tuple[float, float]:
 INPUTS = {
     "class_pool": ("x", "guide_weight", "guide_bias"),
     "dynamic_classify": ("x", "weight", "bias"),
+    "project": ("class_feats", "class_weight", "class_bias"),
     "classifier": ("x", "guide_weight", "guide_bias", "proj_weight", "proj_bias"),
+}
+# Parameters: float32 master weights under amp. The rest are activations.
+PARAMETERS = {
+    "guide_weight",
+    "guide_bias",
+    "proj_weight",
+    "proj_bias",
+    "class_weight",
+    "class_bias",
 }
 
 
@@ -173,12 +216,17 @@ def make_inputs(case: Case, seed: int = 0) -> dict[str, torch.Tensor]:
         "bias": ((B, K), 0.1),
         "proj_weight": ((C * K + K, C, 1, 1), C**-0.5),
         "proj_bias": ((C * K + K,), 0.1),
+        # the projection in its per-class layout, for the project op
+        "class_feats": ((B, K, C), 0.1),
+        "class_weight": ((K, C + 1, C), C**-0.5),
+        "class_bias": ((K, C + 1), 0.1),
     }
     gen = torch.Generator(device="cpu").manual_seed(seed)
     inputs = {}
     for name in INPUTS[case.op]:
         shape, scale = shapes[name]
         t = torch.randn(*shape, generator=gen).mul_(scale)
-        t = t.to(device=case.device, dtype=case.dtype)
+        dtype = case.param_dtype if name in PARAMETERS else case.dtype
+        t = t.to(device=case.device, dtype=dtype)
         inputs[name] = t.requires_grad_(case.mode == "fwd_bwd")
     return inputs

@@ -16,6 +16,7 @@ row.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +28,12 @@ from kernel_cases import OPS, Case
 import condnet.ops as ops
 from condnet.ops import extension, reference
 
+# The compiled op each benchmark op runs on (the classifier: the fused one).
 KERNEL_OPS = {
     "class_pool": ("class_pool",),
     "dynamic_classify": ("dynamic_classify",),
-    "classifier": ("class_pool", "dynamic_classify"),
+    "project": ("project",),
+    "classifier": ("conditional_classifier",),
 }
 
 
@@ -99,6 +102,7 @@ def _op_fn(op: str, backend: str | None) -> Callable[[dict], tuple[torch.Tensor,
         )
     if backend == "reference":  # the reference functions themselves, no dispatch
         class_pool, dynamic_classify = reference.class_pool, reference.dynamic_classify
+        project, classifier = reference.project_per_class, reference.conditional_classifier
     else:
 
         def class_pool(*args):
@@ -107,24 +111,47 @@ def _op_fn(op: str, backend: str | None) -> Callable[[dict], tuple[torch.Tensor,
         def dynamic_classify(*args):
             return ops.dynamic_classify(*args, backend=backend)
 
-    def pool(t):
+        def project(*args):
+            return ops.project_per_class(*args, backend=backend)
+
+        def classifier(*args):
+            return ops.conditional_classifier(*args, backend=backend)
+
+    def run_pool(t):
         return tuple(class_pool(t["x"], t["guide_weight"], t["guide_bias"]))
 
-    def classify(t):
+    def run_classify(t):
         return (dynamic_classify(t["x"], t["weight"], t["bias"]),)
 
-    def classifier(t):
-        g, f = class_pool(t["x"], t["guide_weight"], t["guide_bias"])
-        w, b = reference.project_official(f, t["proj_weight"], t["proj_bias"])
-        return g, dynamic_classify(t["x"], w, b)
+    def run_project(t):
+        return tuple(project(t["class_feats"], t["class_weight"], t["class_bias"]))
 
-    return {"class_pool": pool, "dynamic_classify": classify, "classifier": classifier}[op]
+    def run_classifier(t):
+        logits, guide = classifier(
+            t["x"], t["guide_weight"], t["guide_bias"], t["proj_weight"], t["proj_bias"]
+        )
+        return guide, logits
+
+    return {
+        "class_pool": run_pool,
+        "dynamic_classify": run_classify,
+        "project": run_project,
+        "classifier": run_classifier,
+    }[op]
+
+
+def _precision(case: Case) -> Callable[[], contextlib.AbstractContextManager]:
+    """The context a call runs in: autocast to the features' dtype under amp."""
+    if not case.amp:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(case.device.type, dtype=case.dtype)
 
 
 def build(provider: Provider, case: Case, inputs: dict) -> Callable[[], object]:
     """A no-argument callable running one forward (fwd: returning the outputs)
     or one forward and backward pass (fwd_bwd: returning nothing)."""
     fn = _op_fn(case.op, provider.backend)
+    precision = _precision(case)
     if provider.compiled:
         # A fresh compile per case: with static shapes every new shape would
         # otherwise add a recompile of the same code, and past dynamo's
@@ -134,7 +161,7 @@ def build(provider: Provider, case: Case, inputs: dict) -> Callable[[], object]:
     if case.mode == "fwd":
 
         def forward():
-            with torch.no_grad():
+            with torch.no_grad(), precision():
                 return fn(inputs)
 
         return forward
@@ -144,7 +171,8 @@ def build(provider: Provider, case: Case, inputs: dict) -> Callable[[], object]:
 
     def forward_backward():
         nonlocal grads
-        outs = fn(inputs)
+        with precision():
+            outs = fn(inputs)
         if grads is None:  # the same random upstream gradients for every provider
             grads = [torch.randn(o.shape, generator=gen).to(o) for o in outs]
         torch.autograd.grad(outs, leaves, grads, allow_unused=True)

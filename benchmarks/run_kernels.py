@@ -4,7 +4,8 @@ same random inputs in one process.
 
     python benchmarks/run_kernels.py [--device cpu|cuda] [--dtype float32,bfloat16,...]
         [--shapes ade,pc59,cityscapes,sweep-k,sweep-n,B=..,C=..,K=..,H=..,W=..]
-        [--ops class_pool,dynamic_classify,classifier] [--sweep-ops ...] [--mode fwd,fwd_bwd]
+        [--ops class_pool,dynamic_classify,project,classifier] [--sweep-ops ...]
+        [--mode fwd,fwd_bwd]
         [--providers eager,compile,extension,triton,released] [--quick]
         [--budget SECONDS] [--retries N] [--json FILE] [--markdown FILE] [--plot FILE]
 
@@ -39,6 +40,7 @@ from kernel_cases import (
     Case,
     expand_shape,
     make_inputs,
+    precision,
     split_shape_specs,
     work,
 )
@@ -77,7 +79,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"]
     )
-    p.add_argument("--dtype", type=_csv(DTYPES), help="default: bfloat16 on cuda, float32 on cpu")
+    p.add_argument(
+        "--dtype",
+        type=_csv(DTYPES),
+        help="default: bfloat16 on cuda, float32 on cpu; amp-bfloat16/amp-float16: 16-bit "
+        "features, float32 parameters, under torch.autocast (mixed-precision training)",
+    )
     p.add_argument(
         "--shapes",
         action="append",
@@ -163,7 +170,8 @@ def _plan(args, device) -> list[tuple[Case, list]]:
             ops = (args.sweep_ops or args.ops) if label in SWEEPS else args.ops
             for op in ops:
                 for mode in args.mode:
-                    case = Case(op, mode, dims, getattr(torch, dtype_name), device, label)
+                    dtype, amp = precision(dtype_name)
+                    case = Case(op, mode, dims, dtype, device, label, amp=amp)
                     runs = []
                     for name in args.providers:
                         why = why_not(PROVIDERS[name], case)
@@ -182,7 +190,7 @@ def _record(case, provider, t, floor_s, n_bytes, flops, env) -> dict:
         "op": case.op,
         "provider": provider.name,
         **{k: env[k] for k in ("device", "device_name")},
-        "dtype": str(case.dtype).removeprefix("torch."),
+        "dtype": case.precision,
         "shape": case.label,
         **dict(zip("BCKHW", (B, C, K, H, W), strict=True)),
         "mode": case.mode,

@@ -267,3 +267,40 @@ def test_cpu_peak_memory_sees_the_extension_outputs():
             ops.class_pool(x, gw, gb, backend="extension")
 
     assert memory.peak_memory(call, torch.device("cpu")) >= outputs
+
+
+def test_mixed_precision_rows(tmp_path):
+    """amp-bfloat16: bf16 features, float32 parameters, under autocast; the
+    projection's weight counts 4 bytes an element in the work model."""
+    records = run_kernels.main(
+        [
+            "--quick",
+            "--device",
+            "cpu",
+            "--dtype",
+            "amp-bfloat16",
+            "--ops",
+            "project,classifier",
+            "--mode",
+            "fwd",
+            "--providers",
+            "eager,extension",
+            "--json",
+            str(tmp_path / "amp.json"),
+        ]
+    )
+    assert {r["dtype"] for r in records} == {"amp-bfloat16"}
+    assert {r["op"] for r in records} == {"project", "classifier"}
+    assert {r["provider"] for r in records} == (
+        {"eager", "extension"} if HAS_EXTENSION else {"eager"}
+    )
+    for rec in records:
+        if rec["max_rel_err_vs_eager"] is not None:
+            assert rec["max_rel_err_vs_eager"] < run_kernels.TOLERANCE[torch.bfloat16]
+    case = kernel_cases.Case("project", "fwd", (2, 8, 3, 4, 4), torch.bfloat16, torch.device("cpu"))
+    amp = kernel_cases.Case(**{**case.__dict__, "amp": True})
+    weight = (8 * 3 + 3) * 8
+    assert kernel_cases.work(amp)[0] - kernel_cases.work(case)[0] == 2 * weight
+    inputs = kernel_cases.make_inputs(amp)
+    assert inputs["class_feats"].dtype == torch.bfloat16
+    assert inputs["class_weight"].dtype == torch.float32
