@@ -112,8 +112,10 @@ def test_frozen_model_and_keyword_example_input():
         def forward(self, pixel_values):
             return (self.net(pixel_values)["out"],)
 
-    model = Keyword()
+    model = Keyword().requires_grad_(False)
     assert find_classifiers(model, {"pixel_values": image()}) == ["net.head.cls"]
+    with pytest.raises(TypeError, match="example_input must be a tensor, a tuple"):
+        find_classifiers(model, [image()])
 
 
 def test_no_candidate_lists_the_convs_seen():
@@ -197,6 +199,8 @@ def test_target_errors():
         make_conditional(nn.Conv2d(3, K, 1), "")
     with pytest.raises(TypeError, match="convert the plain model first"):
         make_conditional(torch.compile(Net()))
+    with pytest.raises(TypeError, match="convert the plain model first"):
+        make_conditional(nn.DataParallel(Net()))
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

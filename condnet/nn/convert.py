@@ -113,10 +113,11 @@ def make_conditional(
         raise ValueError(f"init must be one of {INITS}; got {init!r}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}")
-    if type(model).__name__ in ("OptimizedModule", "DistributedDataParallel"):
+    wrapped = isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel))
+    if wrapped or type(model).__name__ == "OptimizedModule":
         raise TypeError(
             f"model is a {type(model).__name__}; convert the plain model first, then "
-            "wrap it (torch.compile, DistributedDataParallel)"
+            "wrap it (torch.compile, DataParallel, DistributedDataParallel)"
         )
     if target is None:
         names = find_classifiers(model, example_input, output=output, auxiliary=auxiliary)

@@ -27,7 +27,6 @@ class ConvCall:
     name: str
     conv: nn.Conv2d
     node: object  # the autograd node of its output
-    order: int
 
     def describe(self) -> str:
         c = self.conv
@@ -116,6 +115,12 @@ def _default_input(model: nn.Module) -> torch.Tensor:
     return x.to(device=weight.device, dtype=weight.dtype)
 
 
+def _needs_grad(value: object) -> object:
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.detach().requires_grad_(True)
+    return value
+
+
 def _probe(model: nn.Module, example_input: object) -> tuple[object, list[ConvCall]]:
     """Runs the model once in eval mode with gradients on, recording conv calls."""
     if example_input is None:
@@ -132,12 +137,8 @@ def _probe(model: nn.Module, example_input: object) -> tuple[object, list[ConvCa
             f"keyword arguments; got {type(example_input).__name__}"
         )
     # A floating input that needs grad gives every op a node, even with frozen weights.
-    args = tuple(
-        a.detach().requires_grad_(True)
-        if isinstance(a, torch.Tensor) and a.is_floating_point()
-        else a
-        for a in args
-    )
+    args = tuple(_needs_grad(a) for a in args)
+    kwargs = {key: _needs_grad(value) for key, value in kwargs.items()}
     calls: list[ConvCall] = []
     names = {}
     for name, module in model.named_modules():
@@ -146,7 +147,7 @@ def _probe(model: nn.Module, example_input: object) -> tuple[object, list[ConvCa
 
     def record(module, _inputs, output):
         if isinstance(output, torch.Tensor) and output.grad_fn is not None:
-            calls.append(ConvCall(names[module], module, output.grad_fn, len(calls)))
+            calls.append(ConvCall(names[module], module, output.grad_fn))
 
     modes = {module: module.training for module in model.modules()}
     handles = [module.register_forward_hook(record) for module in names]
