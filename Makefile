@@ -32,7 +32,7 @@ $(VENV)/.deps:
 
 # Rebuilt whenever a C++/CUDA source or the build files change.
 $(VENV)/.built: $(VENV)/.deps $(SOURCES)
-	MAX_JOBS=$(MAX_JOBS) $(PY) -m pip install --no-build-isolation -e ".[test,bench]"
+	MAX_JOBS=$(MAX_JOBS) $(PY) -m pip install --no-build-isolation -e ".[test,bench,integrations]"
 	$(PY) -c "import condnet.ops, json; print(json.dumps(condnet.ops.build_info(), indent=1))"
 	touch $@
 

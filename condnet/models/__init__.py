@@ -7,6 +7,7 @@ Example::
     logits = model(img)                                  # (B, K, H, W)
     probs = model.eval().predict(img, output="probs")    # released test setting
     model = load_released("condnet_r50.pth")             # released mmseg checkpoint
+    twin = conditional_twin(build_model("condnet_r50-d8_ade20k-plain"))  # warm start
 """
 
 import importlib
@@ -16,6 +17,7 @@ from .heads import ASPPHead, FCNHead, SepASPPHead, UPerHead
 from .inference import ADE20K_TTA_SCALES, aug_inference, slide_inference, whole_inference
 from .losses import CondNetLoss
 from .segmentor import InferenceConfig, Segmentor
+from .twin import conditional_twin, conditional_twin_state_dict, twin_name
 from .zoo import MODEL_CONFIGS, PLAIN_SUFFIX, ModelConfig, build_model, get_config, list_models
 
 # ``released`` is also a command line entry point (``python -m condnet.models.released``);
@@ -49,11 +51,14 @@ __all__ = [
     "aug_inference",
     "build_backbone",
     "build_model",
+    "conditional_twin",
+    "conditional_twin_state_dict",
     "convert_released",
     "get_config",
     "infer_model_name",
     "list_models",
     "load_released",
     "slide_inference",
+    "twin_name",
     "whole_inference",
 ]

@@ -1,5 +1,21 @@
-"""Modules built on :mod:`condnet.ops`."""
+"""Modules built on :mod:`condnet.ops`, and CondNet's classifier in other networks."""
 
 from .conditional_classifier import LAYOUTS, ConditionalClassifier
+from .convert import conditional_classifiers, make_conditional
+from .discovery import find_classifiers
+from .drop_in import INITS, DropInConditionalClassifier
+from .guidance import guidance_loss
+from .warm_start import warm_start_, warm_start_tensors
 
-__all__ = ["LAYOUTS", "ConditionalClassifier"]
+__all__ = [
+    "INITS",
+    "LAYOUTS",
+    "ConditionalClassifier",
+    "DropInConditionalClassifier",
+    "conditional_classifiers",
+    "find_classifiers",
+    "guidance_loss",
+    "make_conditional",
+    "warm_start_",
+    "warm_start_tensors",
+]
