@@ -102,7 +102,7 @@ resource_usage() {
 gpu_tests() {
     # eval: GPU_CHECK_TEST_ARGS may hold quoted words (-k 'not slow').
     eval "\"$PYTHON\" -m pytest -m gpu -x -q --durations=15 \
-        tests/test_ops_cuda_gpu.py tests/test_ops_triton_gpu.py ${GPU_CHECK_TEST_ARGS:-}" \
+        tests/test_ops_gpu.py ${GPU_CHECK_TEST_ARGS:-}" \
         >"$OUT/gpu_tests.log" 2>&1
 }
 
@@ -117,9 +117,13 @@ sanitize() {
 }
 
 bench() {
+    # amp-bfloat16 is training as users run it (bf16 features, float32
+    # parameters under autocast); pure bfloat16 and float32 beside it.
+    # GPU_CHECK_BENCH_ARGS comes last: a --dtype there replaces this one, a
+    # --shapes there adds shapes (e.g. "--shapes pc59,cityscapes").
     # shellcheck disable=SC2086  # GPU_CHECK_BENCH_ARGS is a list of words
-    "$PYTHON" benchmarks/run_kernels.py --device cuda --dtype bfloat16,float16,float32 \
-        --shapes ade,pc59,cityscapes --json "$OUT/gpu_kernels.json" \
+    "$PYTHON" benchmarks/run_kernels.py --device cuda --dtype amp-bfloat16,bfloat16,float32 \
+        --shapes ade --json "$OUT/gpu_kernels.json" \
         --markdown "$OUT/gpu_kernels.md" ${GPU_CHECK_BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
 }
 

@@ -6,10 +6,13 @@ Runs class_pool and dynamic_classify with backend="extension" on CUDA at
 two odd shapes (one tile of everything; two class and channel tiles with
 several pixel splits) in float32, bfloat16 and float64: forward and
 backward through autograd with every upstream gradient and with each absent in
-turn, then the backward ops directly under every output_mask. Results are
-compared with condnet.ops.reference computed on the CPU in float64 (so the
-sanitizer sees few kernels besides condnet's). Prints "ok"; exits 1 on a
-mismatch, 2 when there is no GPU or no CUDA kernel.
+turn, then the backward ops directly under every output_mask. Then the whole
+fused classifier (conditional_classifier, both layouts, also with float32
+projection weights beside bfloat16 features) and the projection's backward
+under every output_mask. Results are compared with condnet.ops.reference
+computed on the CPU in float64 (so the sanitizer sees few kernels besides
+condnet's). Prints "ok"; exits 1 on a mismatch, 2 when there is no GPU or no
+CUDA kernel.
 """
 
 from __future__ import annotations
@@ -126,6 +129,47 @@ def backward_ops(t: dict, dtype) -> None:
             )
 
 
+def classifier(t: dict, dtype, layout: str, param_dtype) -> None:
+    """The fused classifier forward and backward, and project_backward's masks."""
+    B, C, H, W = t["x"].shape
+    K = t["guide_weight"].shape[0]
+    gen = torch.Generator().manual_seed(1)
+    A = torch.randn(K, C + 1, C, generator=gen, dtype=torch.float64) * C**-0.5
+    a = torch.randn(K, C + 1, generator=gen, dtype=torch.float64)
+    if layout == "official":
+        A, a = A.reshape(K * (C + 1), C, 1, 1), a.reshape(-1)
+    params = [t["guide_weight"], t["guide_bias"], A, a]
+    params = [p.to(param_dtype) for p in params]
+    results = []
+    for device, exact in (("cuda", False), ("cpu", True)):
+        cast = torch.float64 if exact else None
+        x = t["x"].to(device, cast).requires_grad_(True)
+        leaves = [p.to(device, cast).requires_grad_(True) for p in params]
+        fn = reference.conditional_classifier if exact else ops.conditional_classifier
+        if exact:
+            y, g = fn(x, *leaves, layout)
+        else:
+            gw, gb = (p.to(dtype) for p in leaves[:2])  # as autocast casts the guide
+            y, g = fn(x, gw, gb, *leaves[2:], layout=layout, backend="extension")
+        ups = [t["dy"].to(device, cast), t["dg"].to(device, cast)]
+        grads = torch.autograd.grad((y, g), [x, *leaves], ups)
+        results.append({"y": y, "g": g, **{f"d{i}": v for i, v in enumerate(grads)}})
+    label = f"{dtype} classifier {layout} params {param_dtype}"
+    for key in results[1]:
+        check(f"{label}: {key}", results[0][key], results[1][key], dtype)
+    # project_backward alone, under every mask
+    f = torch.randn(B, K, C, generator=gen, dtype=torch.float64).to(dtype)
+    dtheta = torch.randn(B, K, C + 1, generator=gen, dtype=torch.float64).to(dtype)
+    A3 = params[2].reshape(K, C + 1, C)
+    exact = [v.double().requires_grad_(True) for v in (f, A3)]
+    theta = reference.project(exact[0], exact[1], torch.zeros(K, C + 1, dtype=torch.float64))
+    want = (*torch.autograd.grad(theta, exact, dtheta.double()), dtheta.double().sum(0))
+    for mask in itertools.product([True, False], repeat=3):
+        got = torch.ops.condnet.project_backward(dtheta.cuda(), f.cuda(), A3.cuda(), list(mask))
+        for i, (need, a, b) in enumerate(zip(mask, got, want, strict=True)):
+            check(f"{label} project_backward mask={mask} [{i}]", a, b if need else None, dtype)
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA GPU", file=sys.stderr)
@@ -146,6 +190,10 @@ def main() -> int:
                     dtype,
                 )
         backward_ops(t, dtype)
+        for layout in ("official", "per_class"):
+            classifier(t, dtype, layout, dtype)
+        if dtype == torch.bfloat16:  # float32 master weights, as autocast training has them
+            classifier(t, dtype, "official", torch.float32)
         torch.cuda.synchronize()
     for line in failures:
         print("MISMATCH", line)

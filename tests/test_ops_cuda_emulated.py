@@ -10,7 +10,7 @@ float16/bfloat16 forward of class_pool runs the one-pass cluster kernel;
 the two-pass path is checked too.
 
 What only a GPU can show (timing, the memory model, fragment layouts, the
-compiled code itself) is tested in test_ops_cuda_gpu.py.
+compiled code itself) is tested in test_ops_gpu.py.
 """
 
 from pathlib import Path

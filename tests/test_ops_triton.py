@@ -6,7 +6,7 @@ The choice of backend is tested in test_ops_triton_backend.py.
 Under the interpreter the tiles are 16 classes x 16 channels x 32 pixels
 (condnet/ops/triton/config.py), so K=37 and K=70, C=33 and 7x9 images span
 several tiles, with partial last tiles, on every axis. The GPU tests are in
-test_ops_triton_gpu.py.
+test_ops_gpu.py.
 """
 
 import pytest
