@@ -394,7 +394,7 @@ def test_build_dataset_errors(scenes, tmp_path):
     with pytest.raises(ConfigError, match=r"model.num_classes\) but data.dataset='scenes'.* has 8"):
         build_dataset(scene_cfg(scenes, "model.num_classes=5"), "val")
     with pytest.raises(
-        FileNotFoundError, match=r"data.root .*missing.*python -m condnet.data.scenes"
+        FileNotFoundError, match=r"data.root .*missing.*python -m condnet.tools.make_scenes"
     ):
         build_dataset(scene_cfg(tmp_path / "missing"), "val")
     with pytest.raises(ConfigError, match=r"data.dataset_kwargs .* do not fit SceneDataset"):

@@ -72,7 +72,7 @@ def dataset_class(name: str) -> type:
 def _root_hint(name: str, cls: type) -> str:
     if name == "scenes":
         return (
-            "generate the scene set with: python -m condnet.data.scenes --out data/scenes "
+            "generate the scene set with: python -m condnet.tools.make_scenes --out data/scenes "
             "(or point data.root at one)"
         )
     default = getattr(cls, "DEFAULT_ROOT", None)
