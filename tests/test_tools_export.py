@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from condnet.engine.builders import build_model
-from condnet.engine.checkpoint import load_weights
+from condnet.engine.weights import load_weights
 from condnet.engine.config import load_config
 from condnet.ops import use_backend
 from condnet.tools import export

@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping
 from keyword import iskeyword
 from pathlib import Path
 
+from condnet.checkpoint_files import write_text_atomic
+
 from .config_schema import (
     DATASETS,
     MODEL_KEYS,
@@ -230,11 +232,9 @@ def format_config(cfg: Mapping) -> str:
 
 
 def dump_config(cfg: Mapping, path: str | os.PathLike) -> Path:
-    """Write :func:`format_config` of ``cfg`` to ``path`` (parents created); returns it."""
+    """Write :func:`format_config` of ``cfg`` to ``path`` (parents created, the file
+    written atomically); returns it."""
     path = Path(path)
     text = format_config(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(text, path)

@@ -7,7 +7,7 @@ and every interval count iterations, as in mmseg's iteration-based runner.
 
 Nothing finished is ever lost:
 
-- checkpoints are written atomically (:mod:`condnet.engine.checkpoint`): a
+- checkpoints are written atomically (:mod:`condnet.checkpoint_files`): a
   kill leaves the previous files whole;
 - ``iter_N.pth`` every ``checkpoint.interval`` iterations and at the end,
   ``best.pth`` whenever the validation metric improves, and ``latest.pth``
@@ -36,21 +36,17 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..checkpoint_files import load_checkpoint
 from . import dist
 from .builders import build_dataset, build_model, build_train_loader, dataset_meta
-from .checkpoint import (
-    CheckpointManager,
-    capture_rng_state,
-    load_checkpoint,
-    load_weights,
-    restore_rng_state,
-    save_atomic,
-)
+from .checkpoint import CheckpointManager
 from .config import Config, format_config
 from .evaluate import evaluate
 from .logger import RunLogger, format_duration, memory_mb
 from .lr_schedule import IterLRScheduler
 from .optim import build_optimizer
+from .rng_state import capture_rng_state, restore_rng_state
+from .weights import load_weights
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -240,7 +236,7 @@ class Trainer:
 
     def _save_latest(self) -> None:
         if dist.is_main():
-            save_atomic(self.state(), self.work_dir / "latest.pth")
+            self.checkpoints.save_latest(self.state())
         dist.barrier()
 
     # -- loop --------------------------------------------------------------------

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ import condnet
 from ..engine import dist
 from ..ops import BACKENDS, use_backend
 from ..ops import backend as backend_resolution
-from .complexity import (
+from .cli_common import (
     add_config_arguments,
     add_device_argument,
     check_output_path,
@@ -43,19 +42,6 @@ from .complexity import (
 )
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU model from /proc/cpuinfo where there is one."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,7 +105,7 @@ def time_iterations(fn, device: torch.device, warmup: int, iters: int) -> list[f
 def run(args: argparse.Namespace, cfg, device: torch.device) -> dict:
     """Builds the model, times it and returns the results (see ``--json``)."""
     from ..engine.builders import build_model
-    from ..engine.checkpoint import load_weights
+    from ..engine.weights import load_weights
 
     model = build_model(cfg)
     if args.checkpoint is not None:
@@ -147,7 +133,7 @@ def run(args: argparse.Namespace, cfg, device: torch.device) -> dict:
         "config": str(args.config),
         "checkpoint": args.checkpoint,
         "device": device.type,
-        "device_name": device_name(device),
+        "device_name": dist.device_name(device),
         "torch_version": torch.__version__,
         "condnet_version": condnet.__version__,
         "threads": torch.get_num_threads(),

@@ -14,7 +14,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 from ..engine import dist
 from ..engine.config import ConfigError, load_config
 from ..engine.metrics import format_table
-from .complexity import add_device_argument
+from .cli_common import add_device_argument, write_json
 
 MODES = ("whole", "slide")
 
@@ -134,7 +133,7 @@ def _write_out(path: Path, args, results: dict, class_names, settings: dict) -> 
         "settings": {**settings, "amp": args.amp},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(record, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args, cfg, model, settings: dict, device: str) -> None:
     """Load the weights and the data, evaluate, report (rank 0)."""
     from ..engine.builders import build_dataset, dataset_meta
-    from ..engine.checkpoint import load_weights
     from ..engine.evaluate import evaluate
+    from ..engine.weights import load_weights
 
     load_weights(model, args.checkpoint)
     dataset = build_dataset(cfg, "val")

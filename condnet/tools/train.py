@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..engine import dist
 from ..engine.config import ConfigError, dump_config, load_config
-from .complexity import add_device_argument
+from .cli_common import add_device_argument
 
 
 def build_parser() -> argparse.ArgumentParser:

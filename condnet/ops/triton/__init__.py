@@ -19,6 +19,8 @@ import importlib
 
 import torch
 
+from ..flops import register_flop_formulas
+
 __all__ = ["MIN_CAPABILITY", "available", "unavailable_reason"]
 
 # bfloat16 tl.dot needs Ampere tensor cores.
@@ -36,6 +38,7 @@ def _load() -> str | None:
     except ImportError as exc:
         return f"{type(exc).__name__}: {exc}"
     importlib.import_module(f"{__name__}.ops")
+    register_flop_formulas("condnet_triton")
     return None
 
 
