@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from condnet.data import write_scenes
 from condnet.checkpoint_files import load_checkpoint
+from condnet.data import write_scenes
 from condnet.tools.train import main
 
 REPO = Path(__file__).resolve().parents[1]
