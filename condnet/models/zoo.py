@@ -46,7 +46,6 @@ class ModelConfig:
         dropout: ``Dropout2d`` before both classifiers.
         auxiliary: whether to add the auxiliary FCN head on backbone stage 3.
         aux_channels: its width.
-        backend: backend of the fused conditional-classifier ops (None: global).
         backbone_kwargs: passed to ``build_backbone`` (timm constructor
             arguments, e.g. ``drop_path_rate``; Swin also takes ``embed_dim``,
             ``depths``, ``num_heads``, ``window_size``).
@@ -70,7 +69,6 @@ class ModelConfig:
     dropout: float = 0.1
     auxiliary: bool = True
     aux_channels: int = 256
-    backend: str | None = None
     backbone_kwargs: Mapping[str, object] = field(default_factory=dict)
     test_mode: str = "whole"
     test_crop_size: tuple[int, int] | None = None
@@ -169,7 +167,6 @@ def _build_head(config: ModelConfig, channels: Sequence[int]):
         classifier=config.classifier,
         layout=config.layout,
         dropout=config.dropout,
-        backend=config.backend,
     )
     if config.dilations is not None:
         if config.head == "uper":
