@@ -27,20 +27,33 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from condnet.data import SegDataset, collate_samples
-from condnet.nn import ConditionalClassifier
+from condnet.models import InferenceConfig
 
 from .metrics import ConfusionMatrix
 from .visualize import denormalize, guidance_grid, overlay, save_image
 
-__all__ = ["AMP_DTYPES", "evaluate", "has_guidance"]
+__all__ = ["AMP_DTYPES", "evaluate", "evaluation_layer", "has_guidance"]
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def has_guidance(model: torch.nn.Module) -> bool:
-    """Whether ``model.decode`` returns guide logits (a CondNet conditional classifier)."""
-    head = getattr(model, "decode_head", None)
-    return head is not None and any(isinstance(m, ConditionalClassifier) for m in head.modules())
+    """Whether ``model.decode`` returns guide logits (a CondNet conditional classifier):
+    :attr:`condnet.models.Segmentor.has_guidance`, False for other models."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    return bool(getattr(model, "has_guidance", False))
+
+
+def evaluation_layer(evaluation, aug_test: bool = False) -> dict:
+    """The inference settings a config's ``evaluation`` section gives, as a layer for
+    :func:`condnet.models.resolve_inference`: its mode and window, and with
+    ``aug_test`` (``tools/test.py --aug-test``) its ``aug_scales`` and ``flip``."""
+    layer = {"mode": evaluation["mode"], "crop_size": evaluation["crop_size"]}
+    layer["stride"] = evaluation["stride"]
+    if aug_test:
+        layer.update(scales=evaluation["aug_scales"], flip=evaluation["flip"])
+    return layer
 
 
 def _rank_world() -> tuple[int, int]:
@@ -102,11 +115,7 @@ def evaluate(
     class_names: Sequence[str],
     palette: Sequence[Sequence[int]],
     device: str | torch.device = "cpu",
-    mode: str | None = None,
-    crop_size: int | tuple[int, int] | None = None,
-    stride: int | tuple[int, int] | None = None,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
+    inference: InferenceConfig | None = None,
     amp: str | None = None,
     show_dir: str | os.PathLike | None = None,
     opacity: float = 0.5,
@@ -125,8 +134,8 @@ def evaluate(
         dataset: an evaluation dataset (see the module docstring).
         num_classes, class_names, palette: of the dataset.
         device: where to run (``"cuda"`` is the current CUDA device).
-        mode, crop_size, stride, scales, flip: passed to ``model.predict``
-            (mode None: the model's ``test_cfg``).
+        inference: how ``model.predict`` runs (None: the model's ``test_cfg``);
+            the tools resolve it with :func:`condnet.models.resolve_inference`.
         amp: None, ``"bf16"`` or ``"fp16"``: ``torch.autocast`` on ``device``.
         show_dir: write ``<stem>.png``, the prediction over the image (``opacity``).
         guidance_dir: write ``<stem>.png``, the guidance-map grid of the classes
@@ -177,8 +186,6 @@ def evaluate(
     autocast = (
         torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp]) if amp else nullcontext()
     )
-    predict_kwargs = dict(mode=mode, crop_size=crop_size, stride=stride, scales=tuple(scales))
-    predict_kwargs["flip"] = flip
     show_dir = Path(show_dir) if show_dir is not None else None
     guidance_dir = Path(guidance_dir) if guidance_dir is not None else None
 
@@ -194,7 +201,7 @@ def evaluate(
                 gt = sample["gt_semantic_seg"].to(device, non_blocking=True)
                 size = tuple(gt.shape[-2:])
                 with autocast:
-                    logits = model.predict(img, out_size=size, **predict_kwargs)
+                    logits = model.predict(img, inference, out_size=size)
                 pred = logits.argmax(1)[0]
                 confusion.update(pred, gt)
                 stem = _stem(sample.get("filename"), int(sample.get("index", 0)))

@@ -37,11 +37,12 @@ from torch import nn
 
 from .. import __version__
 from ..checkpoint_files import load_checkpoint
+from ..models import resolve_inference
 from . import dist
 from .builders import build_dataset, build_model, build_train_loader, dataset_meta
 from .checkpoint import CheckpointManager
 from .config import Config, format_config
-from .evaluate import evaluate
+from .evaluate import evaluate, evaluation_layer
 from .logger import RunLogger, format_duration, memory_mb
 from .lr_schedule import IterLRScheduler
 from .optim import build_optimizer
@@ -142,6 +143,9 @@ class Trainer:
         # After the (identical) initialisation, each rank draws its own dropout masks.
         torch.manual_seed(runner.seed + self.rank)
 
+        # Resolved now, so that a setting that does not fit fails here, not at the
+        # first evaluation; tools/test.py resolves its settings the same way.
+        self.inference = resolve_inference(self.model.test_cfg, evaluation_layer(cfg.evaluation))
         self.train_set = build_dataset(cfg, "train")
         self.val_set = build_dataset(cfg, "val") if self.validate else None
         self.loader = build_train_loader(cfg, self.train_set, self.rank, self.world_size)
@@ -316,9 +320,7 @@ class Trainer:
             class_names=names,
             palette=palette,
             device=self.device,
-            mode=ev.mode,
-            crop_size=ev.crop_size,
-            stride=ev.stride,
+            inference=self.inference,
             amp=self.cfg.runner.amp,
             batch_size=ev.samples_per_gpu,
             num_workers=ev.workers_per_gpu,

@@ -12,9 +12,10 @@ Example::
 from .backbones import BACKBONES, build_backbone
 from .heads import ASPPHead, FCNHead, SepASPPHead, UPerHead
 from .inference import ADE20K_TTA_SCALES, aug_inference, slide_inference, whole_inference
+from .inference_config import InferenceConfig, check_inference_fields, resolve_inference
 from .losses import CondNetLoss
 from .released import convert_released, infer_model_name, load_released, read_released
-from .segmentor import InferenceConfig, Segmentor
+from .segmentor import Segmentor
 from .zoo import MODEL_CONFIGS, PLAIN_SUFFIX, ModelConfig, build_model, get_config, list_models
 
 __all__ = [
@@ -33,11 +34,13 @@ __all__ = [
     "aug_inference",
     "build_backbone",
     "build_model",
+    "check_inference_fields",
     "convert_released",
     "get_config",
     "infer_model_name",
     "list_models",
     "load_released",
+    "resolve_inference",
     "read_released",
     "slide_inference",
     "whole_inference",

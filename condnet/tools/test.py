@@ -14,6 +14,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -22,8 +23,6 @@ from ..engine import dist
 from ..engine.config import ConfigError, load_config
 from ..engine.metrics import format_table
 from .cli_common import add_device_argument, write_json
-
-MODES = ("whole", "slide")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="multi-scale + flip test with the config's evaluation.aug_scales and .flip",
     )
     parser.add_argument(
-        "--mode", choices=MODES, help="whole image or sliding windows (default: config, model)"
+        "--mode",
+        metavar="whole|slide",
+        help="whole image or sliding windows (default: the config's evaluation.mode, else the "
+        "model's test setting)",
     )
     parser.add_argument("--crop-size", nargs=2, type=int, metavar=("H", "W"), help="slide window")
     parser.add_argument("--stride", nargs=2, type=int, metavar=("H", "W"), help="slide stride")
@@ -78,42 +80,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _pair(value: list[int] | None, flag: str, parser: argparse.ArgumentParser):
-    if value is None:
-        return None
-    if any(v < 1 for v in value):
-        parser.error(f"{flag} takes two positive integers H W; got {' '.join(map(str, value))}")
-    return tuple(value)
+# The command line's names of the inference settings it takes.
+_CLI_KEYS = {"mode": "--mode", "crop_size": "--crop-size", "stride": "--stride"}
 
 
-def _settings(args, cfg, model, parser: argparse.ArgumentParser) -> dict:
-    """The effective inference settings: command line, else config, else the model's test_cfg."""
-    ev = cfg.evaluation
-    test_cfg = model.test_cfg
-    mode = args.mode or ev.mode or test_cfg.mode
-    crop = _pair(args.crop_size, "--crop-size", parser) or ev.crop_size or test_cfg.crop_size
-    stride = _pair(args.stride, "--stride", parser) or ev.stride or test_cfg.stride
-    if mode == "slide":
-        if crop is None or stride is None:
-            parser.error(
-                "--mode slide needs a window: give --crop-size H W and --stride H W "
-                "(or evaluation.crop_size/stride in the config)"
-            )
-        crop, stride = _as_pair(crop), _as_pair(stride)
-        if stride[0] > crop[0] or stride[1] > crop[1]:
-            parser.error(f"--stride {stride} must not exceed --crop-size {crop}")
-    else:
-        crop = stride = None
-    scales, flip = (1.0,), False
-    if args.aug_test:
-        scales = tuple(float(s) for s in ev.aug_scales)
-        flip = bool(ev.flip)
-    return {"mode": mode, "crop_size": crop, "stride": stride, "scales": scales, "flip": flip}
+def _settings(args, cfg, model, parser: argparse.ArgumentParser):
+    """The inference settings: the model's ``test_cfg``, under the config's
+    ``evaluation`` section, under the command line, field by field
+    (:func:`condnet.models.resolve_inference`, as the Trainer's evaluation)."""
+    from ..engine.evaluate import evaluation_layer
+    from ..models import check_inference_fields, resolve_inference
 
-
-def _as_pair(value) -> tuple[int, int]:
-    """An int or an (h, w) sequence from a config -> (h, w)."""
-    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
+    cli = {"mode": args.mode, "crop_size": args.crop_size, "stride": args.stride}
+    try:
+        cli = check_inference_fields(cli, _CLI_KEYS)
+        layer = evaluation_layer(cfg.evaluation, aug_test=args.aug_test)
+        return resolve_inference(model.test_cfg, layer, cli)
+    except ValueError as err:
+        parser.error(
+            f"{err} (give --mode, --crop-size H W and --stride H W, or set "
+            "evaluation.mode, .crop_size and .stride in the config)"
+        )
 
 
 def _json_number(value: float) -> float | None:
@@ -173,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             "--guidance-dir needs a CondNet model (conditional classifier); this config "
             "builds a plain classifier, which has no guidance maps"
         )
-    settings = _settings(args, cfg, model, parser)
+    settings = dataclasses.asdict(_settings(args, cfg, model, parser))
 
     if launcher == "torchrun":
         dist.init_distributed(device)
@@ -193,6 +180,7 @@ def _run(args, cfg, model, settings: dict, device: str) -> None:
     from ..engine.builders import build_dataset, dataset_meta
     from ..engine.evaluate import evaluate
     from ..engine.weights import load_weights
+    from ..models import InferenceConfig
 
     load_weights(model, args.checkpoint)
     dataset = build_dataset(cfg, "val")
@@ -221,7 +209,7 @@ def _run(args, cfg, model, settings: dict, device: str) -> None:
         batch_size=cfg.evaluation.samples_per_gpu,
         num_workers=cfg.evaluation.workers_per_gpu,
         progress=True,
-        **settings,
+        inference=InferenceConfig(**settings),
     )
     if main_rank:
         print(format_table(results, class_names))
