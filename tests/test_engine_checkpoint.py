@@ -11,6 +11,7 @@ from torch import nn
 
 from condnet.checkpoint_files import load_checkpoint, save_atomic
 from condnet.engine.checkpoint import CheckpointManager
+from condnet.engine.config import CheckpointConfig, ConfigError
 from condnet.engine.rng_state import capture_rng_state, restore_rng_state
 from condnet.engine.weights import load_weights
 
@@ -101,8 +102,9 @@ def test_latest_without_latest_pth_takes_the_highest_iteration(tmp_path):
 
 
 def test_manager_rejects_bad_arguments(tmp_path):
-    with pytest.raises(ValueError, match="max_keep"):
-        CheckpointManager(tmp_path, max_keep=0)
+    # max_keep is checkpoint.max_keep, checked once by its config section.
+    with pytest.raises(ConfigError, match="checkpoint.max_keep"):
+        CheckpointConfig(max_keep=0)
     with pytest.raises(ValueError, match="iteration"):
         CheckpointManager(tmp_path).save(-1, state(1.0))
 

@@ -46,10 +46,6 @@ class CheckpointManager:
     """
 
     def __init__(self, work_dir: str | os.PathLike, max_keep: int | None = None) -> None:
-        if max_keep is not None and (
-            isinstance(max_keep, bool) or not isinstance(max_keep, int) or max_keep < 1
-        ):
-            raise ValueError(f"max_keep must be None or an int >= 1; got {max_keep!r}")
         self.work_dir = Path(work_dir)
         self.max_keep = max_keep
 

@@ -18,7 +18,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -29,12 +28,11 @@ from torch.utils.data import DataLoader, Subset
 from condnet.data import SegDataset, collate_samples
 from condnet.models import InferenceConfig
 
+from .amp import AMP_DTYPES, autocast
 from .metrics import ConfusionMatrix
 from .visualize import denormalize, guidance_grid, overlay, save_image
 
-__all__ = ["AMP_DTYPES", "evaluate", "evaluation_layer", "has_guidance"]
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+__all__ = ["evaluate", "has_guidance"]
 
 
 def has_guidance(model: torch.nn.Module) -> bool:
@@ -43,17 +41,6 @@ def has_guidance(model: torch.nn.Module) -> bool:
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
     return bool(getattr(model, "has_guidance", False))
-
-
-def evaluation_layer(evaluation, aug_test: bool = False) -> dict:
-    """The inference settings a config's ``evaluation`` section gives, as a layer for
-    :func:`condnet.models.resolve_inference`: its mode and window, and with
-    ``aug_test`` (``tools/test.py --aug-test``) its ``aug_scales`` and ``flip``."""
-    layer = {"mode": evaluation["mode"], "crop_size": evaluation["crop_size"]}
-    layer["stride"] = evaluation["stride"]
-    if aug_test:
-        layer.update(scales=evaluation["aug_scales"], flip=evaluation["flip"])
-    return layer
 
 
 def _rank_world() -> tuple[int, int]:
@@ -183,9 +170,6 @@ def evaluate(
         generator=torch.Generator(),
         pin_memory=device.type == "cuda",
     )
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp]) if amp else nullcontext()
-    )
     show_dir = Path(show_dir) if show_dir is not None else None
     guidance_dir = Path(guidance_dir) if guidance_dir is not None else None
 
@@ -200,7 +184,7 @@ def evaluate(
                 img = sample["img"].to(device, non_blocking=True)[None]
                 gt = sample["gt_semantic_seg"].to(device, non_blocking=True)
                 size = tuple(gt.shape[-2:])
-                with autocast:
+                with autocast(device.type, amp):
                     logits = model.predict(img, inference, out_size=size)
                 pred = logits.argmax(1)[0]
                 confusion.update(pred, gt)
@@ -212,7 +196,7 @@ def evaluate(
                         overlay(picture, pred.cpu(), palette, opacity), show_dir / f"{stem}.png"
                     )
                 if guidance_dir is not None:
-                    with autocast:
+                    with autocast(device.type, amp):
                         _, guide = model.decode(img)
                     probs = F.interpolate(
                         guide.float(), size=size, mode="bilinear", align_corners=False

@@ -39,17 +39,16 @@ from .. import __version__
 from ..checkpoint_files import load_checkpoint
 from ..models import resolve_inference
 from . import dist
+from .amp import autocast
 from .builders import build_dataset, build_model, build_train_loader, dataset_meta
 from .checkpoint import CheckpointManager
 from .config import Config, format_config
-from .evaluate import evaluate, evaluation_layer
+from .evaluate import evaluate
 from .logger import RunLogger, format_duration, memory_mb
 from .lr_schedule import IterLRScheduler
 from .optim import build_optimizer
 from .rng_state import capture_rng_state, restore_rng_state
 from .weights import load_weights
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class _TrainStep(nn.Module):
@@ -132,9 +131,6 @@ class Trainer:
         runner = cfg.runner
         self.max_iters = runner.max_iters
         self.accumulate = runner.accumulate_steps
-        if runner.amp is not None and runner.amp not in AMP_DTYPES:
-            raise ValueError(f"runner.amp must be None or one of {sorted(AMP_DTYPES)}")
-        self.amp_dtype = AMP_DTYPES.get(runner.amp)
 
         seed_everything(runner.seed, runner.deterministic)
         self.model = build_model(cfg).to(self.device)
@@ -145,7 +141,7 @@ class Trainer:
 
         # Resolved now, so that a setting that does not fit fails here, not at the
         # first evaluation; tools/test.py resolves its settings the same way.
-        self.inference = resolve_inference(self.model.test_cfg, evaluation_layer(cfg.evaluation))
+        self.inference = resolve_inference(self.model.test_cfg, cfg.evaluation.inference_layer())
         self.train_set = build_dataset(cfg, "train")
         self.val_set = build_dataset(cfg, "val") if self.validate else None
         self.loader = build_train_loader(cfg, self.train_set, self.rank, self.world_size)
@@ -155,17 +151,7 @@ class Trainer:
                 f"data.samples_per_gpu={cfg.data.samples_per_gpu} per process"
             )
         self.optimizer = build_optimizer(self.model, cfg.optimizer)
-        lr = cfg.lr_config
-        self.scheduler = IterLRScheduler(
-            self.optimizer,
-            self.max_iters,
-            policy=lr.policy,
-            power=lr.power,
-            min_lr=lr.min_lr,
-            warmup=lr.warmup,
-            warmup_iters=lr.warmup_iters,
-            warmup_ratio=lr.warmup_ratio,
-        )
+        self.scheduler = IterLRScheduler(self.optimizer, cfg.lr_config, self.max_iters)
         self.scaler = torch.amp.GradScaler(self.device.type) if runner.amp == "fp16" else None
         step = _TrainStep(self.model)
         if self.world_size > 1:
@@ -276,13 +262,8 @@ class Trainer:
                 img = img.contiguous(memory_format=torch.channels_last)
             last = micro == self.accumulate - 1
             sync = model.no_sync() if self.world_size > 1 and not last else nullcontext()
-            autocast = (
-                torch.autocast(self.device.type, dtype=self.amp_dtype)
-                if self.amp_dtype is not None
-                else nullcontext()
-            )
             with sync:
-                with autocast:
+                with autocast(self.device.type, self.cfg.runner.amp):
                     losses = model(img, label)
                 loss = losses["loss"]
                 if not torch.isfinite(loss):

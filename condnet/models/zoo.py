@@ -112,10 +112,20 @@ class ModelConfig:
             )
         object.__setattr__(self, "backbone_kwargs", MappingProxyType(dict(self.backbone_kwargs)))
 
+    def __reduce__(self):
+        # Rebuilt through the constructor: a mappingproxy (backbone_kwargs) cannot be pickled.
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["backbone_kwargs"] = dict(self.backbone_kwargs)
+        return (_model_config, (values,))
+
     @property
     def test_cfg(self) -> InferenceConfig:
         """The test setting as :meth:`Segmentor.predict` takes it."""
         return InferenceConfig(self.test_mode, self.test_crop_size, self.test_stride)
+
+
+def _model_config(values: dict) -> ModelConfig:
+    return ModelConfig(**values)
 
 
 def _released() -> dict[str, ModelConfig]:

@@ -23,7 +23,6 @@ the condnet ops were seen to run on in an untimed first call.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from torch.overrides import TorchFunctionMode
 import condnet
 
 from ..engine import dist
+from ..engine.amp import AMP_DTYPES, autocast
 from ..nn import ConditionalClassifier, set_backend
 from ..ops import BACKENDS
 from ..ops.backend import requested_backend
@@ -47,8 +47,6 @@ from .cli_common import (
     positive_int,
     write_json,
 )
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,13 +146,8 @@ def run(args: argparse.Namespace, cfg, device: torch.device) -> dict:
         model = model.to(memory_format=torch.channels_last)
         img = img.contiguous(memory_format=torch.channels_last)
     forward = model if args.mode == "whole" else model.predict
-    autocast = (
-        torch.autocast(device.type, dtype=AMP_DTYPES[args.amp])
-        if args.amp
-        else contextlib.nullcontext()
-    )
     requested = args.backend or requested_backend()
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), autocast(device.type, args.amp):
         backend = observed_backend(model, lambda: forward(img))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

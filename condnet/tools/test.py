@@ -20,9 +20,14 @@ import sys
 from pathlib import Path
 
 from ..engine import dist
-from ..engine.config import ConfigError, load_config
+from ..engine.amp import AMP_DTYPES
 from ..engine.metrics import format_table
-from .cli_common import add_device_argument, write_json
+from .cli_common import (
+    add_cfg_options_argument,
+    add_device_argument,
+    load_config_or_exit,
+    write_json,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,15 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write <image>.png: CondNet's guidance map per class present (CondNet models only)",
     )
     parser.add_argument("--out", help="write the results as JSON to this file")
-    parser.add_argument(
-        "--cfg-options",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config fields, e.g. data.root=data/ade evaluation.workers_per_gpu=4",
-    )
+    add_cfg_options_argument(parser, "data.root=data/ade evaluation.workers_per_gpu=4")
     add_device_argument(parser)
-    parser.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision inference")
+    parser.add_argument("--amp", choices=tuple(AMP_DTYPES), help="mixed precision inference")
     parser.add_argument(
         "--launcher",
         choices=("none", "torchrun"),
@@ -88,13 +87,12 @@ def _settings(args, cfg, model, parser: argparse.ArgumentParser):
     """The inference settings: the model's ``test_cfg``, under the config's
     ``evaluation`` section, under the command line, field by field
     (:func:`condnet.models.resolve_inference`, as the Trainer's evaluation)."""
-    from ..engine.evaluate import evaluation_layer
     from ..models import check_inference_fields, resolve_inference
 
     cli = {"mode": args.mode, "crop_size": args.crop_size, "stride": args.stride}
     try:
         cli = check_inference_fields(cli, _CLI_KEYS)
-        layer = evaluation_layer(cfg.evaluation, aug_test=args.aug_test)
+        layer = cfg.evaluation.inference_layer(aug_test=args.aug_test)
         return resolve_inference(model.test_cfg, layer, cli)
     except ValueError as err:
         parser.error(
@@ -139,17 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"checkpoint: no such file {args.checkpoint}")
     if args.out is not None and Path(args.out).is_dir():
         parser.error(f"--out {args.out} is a directory; give a file name (results.json)")
-    try:
-        cfg = load_config(args.config, args.cfg_options)
-    except (ConfigError, FileNotFoundError) as err:
-        parser.error(str(err))
+    # The checkpoint replaces every weight: never fetch pretrained backbone weights.
+    options = [*args.cfg_options, "model.pretrained_backbone=False"]
+    cfg = load_config_or_exit(parser, args.config, options)
 
     # The model stack loads after the argument checks, so `--help` and typos stay fast.
     from ..engine.builders import build_model
     from ..engine.evaluate import has_guidance
 
-    # The checkpoint replaces every weight: never fetch pretrained backbone weights.
-    cfg["model"]["pretrained_backbone"] = False
     try:
         model = build_model(cfg)
     except (ValueError, TypeError) as err:
