@@ -88,3 +88,30 @@ def test_no_import_cycles():
     assert not found, "import cycles (each line a group that imports itself back):\n" + "\n".join(
         " <-> ".join(group) for group in found
     )
+
+
+def _defines(module: str) -> set[str]:
+    tree = ast.parse(MODULES[module].read_text())
+    names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    for node in tree.body:  # if __name__ == "__main__":
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
+            names.add("__main__ block")
+    return names
+
+
+def test_commands_live_in_tools_and_libraries_import_plainly():
+    # A command is a module of condnet/tools; library modules have no main, so the
+    # packages need no lazy imports to avoid importing a running module twice.
+    for module in MODULES:
+        if not module.startswith("condnet.tools."):
+            assert not {"main", "__main__ block"} & _defines(module), module
+    for package in ("condnet.data", "condnet.models"):
+        assert "__getattr__" not in _defines(package), package
+    # Knowledge kept where it belongs: evaluation does not type-check condnet.nn, and
+    # the benchmark report does not import a command line module.
+    assert not any(m.startswith("condnet.nn") for m in imports_of("condnet.engine.evaluate"))
+    report = ast.parse((ROOT / "benchmarks" / "report.py").read_text())
+    imported = {
+        node.module for node in ast.walk(report) if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert not any(name.startswith("condnet.tools") for name in imported), imported

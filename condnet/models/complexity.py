@@ -20,6 +20,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+# Imported for what importing it does: the condnet ops get their FLOP formulas.
+import condnet.ops.flops  # noqa: F401
+
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """The number of parameter elements of ``module`` (shared ones once)."""

@@ -16,11 +16,9 @@ from .functional import class_pool, dynamic_classify
 from .reference import project_official, project_per_class
 
 if _extension.LOAD_ERROR is None:
-    from .flops import register_flop_formulas as _register_flop_formulas
     from .registration import register as _register
 
     _register()
-    _register_flop_formulas("condnet")
 
 __all__ = [
     "BACKENDS",

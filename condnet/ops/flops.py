@@ -6,6 +6,12 @@ computes, so that the fused paths count the same FLOPs as the reference path.
 The formulas take the argument shapes; the ops of every namespace (the compiled
 ``condnet::`` ops and the Triton ``condnet_triton::`` ops) share schemas, so they
 share formulas.
+
+Importing this module registers them for the namespaces loaded so far, and
+:mod:`condnet.ops.triton` registers them for its ops when it loads them.
+``condnet.ops`` does not import this module: ``torch.utils.flop_counter`` imports
+triton, which ``import condnet.ops`` must not (:mod:`condnet.models.complexity`
+imports it).
 """
 
 from __future__ import annotations
@@ -61,8 +67,8 @@ def register_flop_formulas(namespace: str = "condnet") -> list[str]:
     """Registers :data:`FLOP_FORMULAS` for the ops of ``torch.ops.<namespace>``
     that exist; returns the names registered now. Safe to call again.
 
-    ``condnet.ops`` calls this for ``condnet`` once the extension has loaded, and
-    :mod:`condnet.ops.triton` for ``condnet_triton`` once its ops are registered.
+    Done on import for the namespaces loaded by then, and by :mod:`condnet.ops.triton`
+    for ``condnet_triton`` once its ops are registered.
     """
     done = []
     ops = getattr(torch.ops, namespace)
@@ -75,3 +81,7 @@ def register_flop_formulas(namespace: str = "condnet") -> list[str]:
             register_flop_formula(packet)(formula)
             done.append(name)
     return done
+
+
+for _namespace in ("condnet", "condnet_triton"):
+    register_flop_formulas(_namespace)

@@ -105,7 +105,7 @@ def _json_number(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _write_out(path: Path, args, results: dict, class_names, settings: dict) -> None:
+def _write_out(path: Path, args, results: dict, class_names, settings) -> None:
     per_class = [
         {"class": name, "IoU": _json_number(iou), "Acc": _json_number(acc)}
         for name, iou, acc in zip(class_names, results["IoU"], results["Acc"], strict=True)
@@ -115,7 +115,7 @@ def _write_out(path: Path, args, results: dict, class_names, settings: dict) -> 
         "checkpoint": str(args.checkpoint),
         "metrics": {k: _json_number(results[k]) for k in ("aAcc", "mIoU", "mAcc")},
         "per_class": per_class,
-        "settings": {**settings, "amp": args.amp},
+        "settings": {**dataclasses.asdict(settings), "amp": args.amp},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(record, path)
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             "--guidance-dir needs a CondNet model (conditional classifier); this config "
             "builds a plain classifier, which has no guidance maps"
         )
-    settings = dataclasses.asdict(_settings(args, cfg, model, parser))
+    settings = _settings(args, cfg, model, parser)
 
     if launcher == "torchrun":
         dist.init_distributed(device)
@@ -170,12 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run(args, cfg, model, settings: dict, device: str) -> None:
+def _run(args, cfg, model, settings, device: str) -> None:
     """Load the weights and the data, evaluate, report (rank 0)."""
     from ..engine.builders import build_dataset, dataset_meta
     from ..engine.evaluate import evaluate
     from ..engine.weights import load_weights
-    from ..models import InferenceConfig
 
     load_weights(model, args.checkpoint)
     dataset = build_dataset(cfg, "val")
@@ -184,11 +183,12 @@ def _run(args, cfg, model, settings: dict, device: str) -> None:
     if main_rank:
         processes = f"{world} processes" if world > 1 else "1 process"
         print(f"evaluating {args.checkpoint} on {len(dataset)} images ({processes}, {device})")
-        print("test settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+        shown = dataclasses.asdict(settings).items()
+        print("test settings: " + ", ".join(f"{k}={v}" for k, v in shown))
         if args.aug_test:
             print(
-                f"multi-scale test (--aug-test): scales {settings['scales']}, "
-                f"flip {settings['flip']} (evaluation.aug_scales / evaluation.flip)"
+                f"multi-scale test (--aug-test): scales {settings.scales}, "
+                f"flip {settings.flip} (evaluation.aug_scales / evaluation.flip)"
             )
     results = evaluate(
         model,
@@ -204,7 +204,7 @@ def _run(args, cfg, model, settings: dict, device: str) -> None:
         batch_size=cfg.evaluation.samples_per_gpu,
         num_workers=cfg.evaluation.workers_per_gpu,
         progress=True,
-        inference=InferenceConfig(**settings),
+        inference=settings,
     )
     if main_rank:
         print(format_table(results, class_names))

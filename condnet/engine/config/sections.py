@@ -222,13 +222,14 @@ class EvaluationConfig(Section):
         names = {"mode": "mode", "crop_size": "crop_size", "stride": "stride"}
         names |= {"scales": "aug_scales", "flip": "flip"}
         given = {setting: getattr(self, key) for setting, key in names.items()}
-        if self.aug_scales is None or self.flip is None:
-            missing = "aug_scales" if self.aug_scales is None else "flip"
-            raise checks.fail(k(missing), "set (it has a default)", None)
         try:
             values = check_inference_fields(given, {s: k(key) for s, key in names.items()})
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        if values["scales"] is None:  # None means "not set" to the inference settings
+            raise checks.fail(k("aug_scales"), "a non-empty sequence of positive numbers", None)
+        if values["flip"] is None:
+            raise checks.fail(k("flip"), "True or False", None)
         for setting, key in names.items():
             self._set(key, values[setting])
         self._set("samples_per_gpu", checks.integer(k("samples_per_gpu"), self.samples_per_gpu, 1))

@@ -19,8 +19,6 @@ import importlib
 
 import torch
 
-from ..flops import register_flop_formulas
-
 __all__ = ["MIN_CAPABILITY", "available", "unavailable_reason"]
 
 # bfloat16 tl.dot needs Ampere tensor cores.
@@ -38,6 +36,9 @@ def _load() -> str | None:
     except ImportError as exc:
         return f"{type(exc).__name__}: {exc}"
     importlib.import_module(f"{__name__}.ops")
+    # Here, not at import: torch.utils.flop_counter imports triton.
+    from ..flops import register_flop_formulas
+
     register_flop_formulas("condnet_triton")
     return None
 
