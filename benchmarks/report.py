@@ -12,7 +12,7 @@ import torch
 from kernel_cases import SWEEPS
 
 import condnet
-from condnet.tools.benchmark import device_name
+from condnet.engine.dist import device_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PROVIDER_ORDER = ("eager", "compile", "extension", "triton", "released")

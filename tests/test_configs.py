@@ -1,13 +1,15 @@
 """The config files under configs/: each loads, validates and builds its model (on the
 meta device), and they carry the released settings."""
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from condnet.engine.builders import build_model, dataset_class, model_config
-from condnet.engine.config import format_config, load_config
+from condnet.engine.builders import build_model
+from condnet.engine.config import DATASET_CLASSES, format_config, load_config, with_options
 from condnet.models import PLAIN_SUFFIX, list_models
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -35,12 +37,13 @@ TWINS = {
 @pytest.mark.parametrize("path", FILES, ids=IDS)
 def test_config_loads_builds_and_round_trips(path, tmp_path):
     cfg = load_config(path, NO_WEIGHTS)
-    config = model_config(cfg)
-    dataset = dataset_class(cfg.data.dataset)
-    # The model fits the data: classes, the dataset it was made for, the training crop.
+    config = cfg.model.config
+    dataset = cfg.data.dataset_class
+    # The model fits the data: classes; the dataset and training crop its name gives.
     assert config.num_classes == len(dataset.CLASSES)
-    assert config.dataset == cfg.data.dataset
-    assert config.crop_size == cfg.data.crop_size
+    if path.parent.name != "demo":
+        crop = tuple(int(n) for n in re.search(r"_(\d+)x(\d+)_", path.name).groups())
+        assert path.stem.endswith(cfg.data.dataset) and cfg.data.crop_size == crop
     with torch.device("meta"):
         model = build_model(cfg)
     assert model.num_classes == config.num_classes
@@ -55,7 +58,7 @@ def test_every_released_model_has_a_config_and_a_baseline():
     names = set()
     for file, name in RELEASED.items():
         cfg = load_config(CONFIGS / "condnet" / file)
-        assert cfg.model == {"name": name, "pretrained_backbone": True}
+        assert cfg.model.to_dict() == {"name": name, "pretrained_backbone": True}
         names |= {name, name + PLAIN_SUFFIX}
     assert names == set(list_models())
 
@@ -65,15 +68,16 @@ def test_baselines_differ_only_by_the_classifier(baseline):
     plain = load_config(CONFIGS / "baselines" / baseline)
     condnet = load_config(CONFIGS / "condnet" / TWINS[baseline])
     assert plain.model.name == condnet.model.name + PLAIN_SUFFIX
-    plain.model.name = condnet.model.name
-    assert plain == condnet
+    assert with_options(plain, {"model.name": condnet.model.name}) == condnet
 
 
 def test_demo_twins_differ_only_by_the_classifier():
     condnet = load_config(CONFIGS / "demo" / "condnet_r18-d8_scenes.py")
     plain = load_config(CONFIGS / "demo" / "plain_r18-d8_scenes.py")
-    assert plain.model.pop("classifier") == "plain" and plain == condnet
-    assert condnet.model.backbone == "resnet18_v1c" and not condnet.model.pretrained_backbone
+    overrides = dict(plain.model.overrides)
+    assert overrides.pop("classifier") == "plain" and overrides == condnet.model.overrides
+    assert dataclasses.replace(plain, model=condnet.model) == condnet
+    assert condnet.model.config.backbone == "resnet18_v1c" and not condnet.model.pretrained_backbone
     assert condnet.runner.max_iters == 300 and condnet.data.workers_per_gpu == 0
     assert condnet.data.crop_size == (96, 96) and condnet.data.root == "data/scenes"
 
@@ -97,7 +101,7 @@ def test_dataset_bases_use_the_default_roots(name, tmp_path):
     base = CONFIGS / "_base_" / "datasets" / f"{name}.py"
     child.write_text(f"_base_ = {str(base)!r}\nmodel = dict(name='condnet_r50-d8_ade20k')\n")
     cfg = load_config(child)
-    assert cfg.data.dataset == name and cfg.data.root == dataset_class(name).DEFAULT_ROOT
+    assert cfg.data.dataset == name and cfg.data.root == DATASET_CLASSES[name].DEFAULT_ROOT
 
 
 def test_released_settings():
@@ -117,7 +121,7 @@ def test_released_settings():
     assert city.data.img_scale == city.data.test_scale == (2048, 1024)
     swin = load("condnet_upernet_swin-b_512x512_160k_ade20k.py")
     assert swin.data.samples_per_gpu == 2 and swin.runner.max_iters == 160000
-    assert dict(swin.optimizer) == dict(
+    assert swin.optimizer.to_dict() == dict(
         type="AdamW",
         lr=6e-5,
         momentum=0.9,  # the default; AdamW ignores it
@@ -128,6 +132,6 @@ def test_released_settings():
         no_decay_keys=("absolute_pos_embed", "relative_position_bias_table"),
         grad_clip=None,
     )
-    assert dict(swin.lr_config) == dict(
+    assert swin.lr_config.to_dict() == dict(
         policy="poly", power=1.0, min_lr=0.0, warmup="linear", warmup_iters=1500, warmup_ratio=1e-6
     )

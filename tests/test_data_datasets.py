@@ -18,7 +18,7 @@ from condnet.data import (
     train_pipeline,
 )
 from condnet.data.cityscapes_convert import convert_tree
-from condnet.data.cityscapes_convert import main as cityscapes_main
+from condnet.tools.convert_cityscapes import main as cityscapes_main
 from tests.data_fixtures import (
     H,
     W,
@@ -118,7 +118,7 @@ def test_cityscapes_converter_table_and_files(tmp_path):
         [[255, 255, 255, 0, 1, 255], [2, 5, 6, 7, 10, 11], [13, 15, 16, 18, 255, 255]],
     )
     label_ids = make_cityscapes_tree(tmp_path, train_ids=False)
-    with pytest.raises(FileNotFoundError, match="cityscapes_convert"):
+    with pytest.raises(FileNotFoundError, match="condnet.tools.convert_cityscapes"):
         CityscapesDataset(tmp_path, "train")
     assert convert_tree(tmp_path, ["train"]) == 4
     assert convert_tree(tmp_path, ["train"]) == 0  # kept unless overwrite
@@ -133,7 +133,7 @@ def test_cityscapes_converter_table_and_files(tmp_path):
 def test_cityscapes_converter_command_line(tmp_path):
     make_cityscapes_tree(tmp_path, train_ids=False)
     run = subprocess.run(
-        [sys.executable, "-m", "condnet.data.cityscapes_convert", str(tmp_path)],
+        [sys.executable, "-m", "condnet.tools.convert_cityscapes", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -142,7 +142,7 @@ def test_cityscapes_converter_command_line(tmp_path):
     assert "wrote 6" in run.stdout and "Warning" not in run.stderr
     assert len(list(tmp_path.glob("gtFine/*/*/*_gtFine_labelTrainIds.png"))) == 6
     missing = subprocess.run(
-        [sys.executable, "-m", "condnet.data.cityscapes_convert", str(tmp_path / "nope")],
+        [sys.executable, "-m", "condnet.tools.convert_cityscapes", str(tmp_path / "nope")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -157,7 +157,7 @@ def test_voc_reads_palette_pngs_as_indices(tmp_path):
     assert ds.palette == label_colormap(21) and ds.palette[1] == (128, 0, 0)
     assert len(ds) == 2
     np.testing.assert_array_equal(ds[1]["gt_semantic_seg"], labels["2007_000039"])
-    with pytest.raises(FileNotFoundError, match="voc_aug"):
+    with pytest.raises(FileNotFoundError, match="condnet.tools.convert_voc_aug"):
         VOCDataset(tmp_path, "trainaug")
 
 
@@ -174,7 +174,7 @@ def test_voc_trainaug_prefers_voc_masks_and_falls_back_to_sbd(tmp_path):
 
 def test_voc_aug_converter_reads_sbd_mat_files(tmp_path):
     scipy_io = pytest.importorskip("scipy.io")
-    from condnet.data.voc_aug import main as voc_aug_main
+    from condnet.tools.convert_voc_aug import main as voc_aug_main
 
     make_voc_tree(tmp_path / "VOC2012")
     cls_dir = tmp_path / "VOCaug" / "dataset" / "cls"

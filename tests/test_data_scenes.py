@@ -4,12 +4,16 @@ import colorsys
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from condnet.data import SCENE_CLASSES, SceneDataset, generate_scene, write_scenes
-from condnet.data.scenes import main, scene_rng
+from condnet.data.scenes import scene_rng
+from condnet.tools.make_scenes import main
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tree_bytes(root):
@@ -132,8 +136,7 @@ def test_command_line(tmp_path):
     run = subprocess.run(
         [
             sys.executable,
-            "-m",
-            "condnet.data.scenes",
+            str(REPO / "tools" / "make_scenes.py"),
             "--out",
             str(tmp_path / "b"),
             "--seed",

@@ -1,8 +1,7 @@
-"""Checkpoints: atomic saves, iter_N/latest/best handling, loading errors,
---load-from weights, and the RNG state round trip."""
+"""A run's checkpoints: iter_N/latest/best handling, --load-from weights, and the
+RNG state round trip (the file reading and writing: test_checkpoint_files.py)."""
 
 import os
-import pickle
 import random
 
 import numpy as np
@@ -10,14 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from condnet.engine.checkpoint import (
-    CheckpointManager,
-    capture_rng_state,
-    load_checkpoint,
-    load_weights,
-    restore_rng_state,
-    save_atomic,
-)
+from condnet.checkpoint_files import load_checkpoint, save_atomic
+from condnet.engine.checkpoint import CheckpointManager
+from condnet.engine.config import CheckpointConfig, ConfigError
+from condnet.engine.rng_state import capture_rng_state, restore_rng_state
+from condnet.engine.weights import load_weights
 
 
 def state(value):
@@ -36,83 +32,6 @@ def truncate_half(path):
     size = os.path.getsize(path)
     with open(path, "r+b") as f:
         f.truncate(size // 2)
-
-
-# ---- save_atomic ----
-
-
-def test_save_atomic_round_trip_and_fsync(tmp_path, monkeypatch):
-    synced = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
-    path = save_atomic(state(3.0), tmp_path / "a.pth")
-    assert path == tmp_path / "a.pth"
-    assert value_of(path) == 3.0
-    assert len(synced) == 2  # the file, then the directory
-    assert names(tmp_path) == ["a.pth"]
-
-
-def test_failed_save_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, monkeypatch):
-    path = tmp_path / "a.pth"
-    save_atomic(state(1.0), path)
-    real_save = torch.save
-
-    def save_then_fail(obj, f, *args, **kwargs):
-        real_save(obj, f, *args, **kwargs)
-        f.seek(f.tell() // 2)
-        f.truncate()
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(torch, "save", save_then_fail)
-    with pytest.raises(RuntimeError, match="disk full"):
-        save_atomic(state(2.0), path)
-    monkeypatch.undo()
-    assert names(tmp_path) == ["a.pth"]
-    assert value_of(path) == 1.0
-
-
-def test_save_atomic_needs_the_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        save_atomic(state(1.0), tmp_path / "nope" / "a.pth")
-
-
-# ---- load_checkpoint errors ----
-
-
-def test_load_errors_are_clear(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.pth"):
-        load_checkpoint(tmp_path / "missing.pth")
-    path = save_atomic(state(1.0), tmp_path / "a.pth")
-    truncate_half(path)
-    with pytest.raises(ValueError, match="a.pth.*is truncated or not a checkpoint"):
-        load_checkpoint(path)
-    junk = tmp_path / "junk.pth"
-    junk.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ValueError, match="is truncated or not a checkpoint"):
-        load_checkpoint(junk)
-
-
-class Pickled:  # an arbitrary object: weights_only must refuse it
-    pass
-
-
-def test_pickled_objects_are_refused(tmp_path):
-    path = tmp_path / "obj.pth"
-    torch.save({"state_dict": {}, "obj": Pickled()}, path)
-    with pytest.raises(ValueError, match="not a plain-tensor checkpoint.*Pickled"):
-        load_checkpoint(path)
-    plain = tmp_path / "plain.pth"
-    with open(plain, "wb") as f:
-        pickle.dump([1, 2], f, protocol=2)
-    with pytest.raises(ValueError, match="truncated or not a checkpoint"):
-        load_checkpoint(plain)
-
-
-def test_a_non_dict_is_not_a_checkpoint(tmp_path):
-    path = tmp_path / "t.pth"
-    torch.save(torch.zeros(2), path)
-    with pytest.raises(ValueError, match="holds a Tensor"):
-        load_checkpoint(path)
 
 
 # ---- CheckpointManager ----
@@ -183,8 +102,9 @@ def test_latest_without_latest_pth_takes_the_highest_iteration(tmp_path):
 
 
 def test_manager_rejects_bad_arguments(tmp_path):
-    with pytest.raises(ValueError, match="max_keep"):
-        CheckpointManager(tmp_path, max_keep=0)
+    # max_keep is checkpoint.max_keep, checked once by its config section.
+    with pytest.raises(ConfigError, match="checkpoint.max_keep"):
+        CheckpointConfig(max_keep=0)
     with pytest.raises(ValueError, match="iteration"):
         CheckpointManager(tmp_path).save(-1, state(1.0))
 

@@ -1,6 +1,8 @@
-"""Config files (condnet.engine.config) and the builders on the generated scene set."""
+"""Config files (condnet.engine.config): the typed sections, files, options and
+writing, and the builders on the generated scene set."""
 
 import copy
+import dataclasses
 import math
 import pickle
 import textwrap
@@ -9,23 +11,26 @@ from pathlib import Path
 import pytest
 import torch
 
+import condnet.models.zoo
 from condnet.data import SCENE_CLASSES, SCENE_PALETTE, write_scenes
 from condnet.engine.builders import (
     build_dataset,
     build_model,
     build_train_loader,
+    check_num_classes,
     dataset_meta,
-    model_config,
 )
 from condnet.engine.config import (
-    SCHEMA,
     Config,
     ConfigError,
+    OptimizerConfig,
+    RunnerConfig,
     dump_config,
     format_config,
     load_config,
     parse_options,
     validate_config,
+    with_options,
 )
 from condnet.models import Segmentor
 
@@ -43,33 +48,50 @@ def write(folder: Path, name: str, text: str) -> Path:
 # -- Config ------------------------------------------------------------------------------
 
 
-def test_config_attribute_access_nested():
-    cfg = Config(a={"b": {"c": 1}}, d=[{"e": 2}])
-    assert cfg.a.b.c == 1 and isinstance(cfg.a.b, Config)
-    cfg.a.b.c = 3
-    cfg.f = {"g": 4}
-    assert cfg["a"]["b"]["c"] == 3 and cfg.f.g == 4 and isinstance(cfg.f, Config)
-    with pytest.raises(AttributeError, match="no key 'missing'"):
+def test_config_sections_are_frozen_typed_and_copy(tmp_path):
+    cfg = load_config(write(tmp_path, "c.py", NAMED), ["runner.max_iters=7"])
+    assert cfg.runner.max_iters == 7 and isinstance(cfg.runner, RunnerConfig)
+    assert cfg.model.config.num_classes == 150  # the ModelConfig, built once at load
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.runner.max_iters = 3  # changes go through the checks: with_options
+    changed = with_options(cfg, {"runner.max_iters": 3, "model.num_classes": 21})
+    assert changed.runner.max_iters == 3 and changed.model.config.num_classes == 21
+    assert cfg.runner.max_iters == 7  # the original is untouched
+    with pytest.raises(ConfigError, match="runner.max_iters must be an int >= 1"):
+        with_options(cfg, ["runner.max_iters=0"])
+    with pytest.raises(AttributeError, match="missing"):
         _ = cfg.missing
-    assert not hasattr(cfg, "missing")
-    assert type(cfg.to_dict()["a"]) is dict
+    assert type(cfg.to_dict()["model"]) is dict
     for clone in (copy.deepcopy(cfg), pickle.loads(pickle.dumps(cfg))):
-        assert clone == cfg and isinstance(clone.a, Config) and clone.a is not cfg.a
+        assert clone == cfg and clone.model.config == cfg.model.config
+        assert clone.runner is not cfg.runner
 
 
 def test_defaults_follow_the_schema(tmp_path):
     cfg = load_config(write(tmp_path, "c.py", NAMED))
-    assert cfg.model == {"name": "condnet_r50-d8_ade20k", "pretrained_backbone": False}
+    assert cfg.model.to_dict() == {"name": "condnet_r50-d8_ade20k", "pretrained_backbone": False}
     assert cfg.data.img_scale == (2048, 512) and cfg.data.samples_per_gpu == 4
     assert cfg.optimizer.type == "SGD" and cfg.optimizer.weight_decay == 5e-4
-    assert cfg.lr_config == dict(
+    assert cfg.lr_config.to_dict() == dict(
         policy="poly", power=0.9, min_lr=1e-4, warmup=None, warmup_iters=0, warmup_ratio=1e-6
     )
     assert cfg.runner.max_iters == 80000 and cfg.runner.amp is None
-    assert cfg.checkpoint == {"interval": 8000, "max_keep": None}
+    assert cfg.checkpoint.to_dict() == {"interval": 8000, "max_keep": None}
     assert cfg.evaluation.aug_scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     assert cfg.work_dir is None and cfg.auto_resume is False
-    assert list(cfg) == list(SCHEMA)
+    assert list(cfg.to_dict()) == [
+        "model",
+        "data",
+        "optimizer",
+        "lr_config",
+        "runner",
+        "checkpoint",
+        "evaluation",
+        "work_dir",
+        "load_from",
+        "resume_from",
+        "auto_resume",
+    ]
 
 
 # -- _base_ and _delete_ -----------------------------------------------------------------
@@ -110,7 +132,7 @@ def test_delete_replaces_the_inherited_dict(tmp_path):
     cfg = load_config(replace)
     assert cfg.optimizer.type == "AdamW" and cfg.optimizer.lr == 1e-4
     assert cfg.optimizer.momentum == 0.9  # the schema default, not the base's 0.5
-    assert "_delete_" not in cfg.optimizer
+    assert "_delete_" not in cfg.optimizer.to_dict()
 
 
 def test_cycles_are_reported(tmp_path):
@@ -222,7 +244,15 @@ def test_unknown_keys_in_options_name_the_option(tmp_path):
         ("data=3", "data must be a dict"),
         ("model.name=condnet_r9", "model.name must be None or one of condnet_r50-d8_ade20k"),
         ("model.pretrained_backbone=1", "model.pretrained_backbone must be False, True or"),
-        ("model.head=fpn", "model: head must be one of"),
+        ("model.head=fpn", "model.head must be one of"),
+        # The loader accepted these and the optimizer or the scheduler refused them later.
+        ("lr_config.power=0", "lr_config.power must be a number > 0; got 0"),
+        ("optimizer.betas=(0.9, 1.0)", r"optimizer.betas\[1\] must be a number in \[0, 1\)"),
+        ("model.layout=grouped", "model.layout must be one of"),
+        ("model.backend='reference'", "unknown config key 'model.backend'"),
+        ("evaluation.mode=tiles", "evaluation.mode must be one of"),
+        ("evaluation.aug_scales=()", "evaluation.aug_scales must be a non-empty sequence"),
+        ("checkpoint.max_keep=0", "checkpoint.max_keep must be None or an int >= 1"),
         ("model.backbone=vgg16", "model.backbone must be one of resnet18_v1c"),
         ("model.num_classes=0", "model.num_classes must be an int >= 1"),
         ("data.dataset=folder", "data.dataset='folder' needs data.root"),
@@ -239,7 +269,7 @@ def test_model_without_name_needs_backbone_head_classes(tmp_path):
     with pytest.raises(ConfigError, match="missing: model.head, model.num_classes"):
         load_config(path)
     cfg = load_config(path, ["model.head=aspp", "model.num_classes=3", "model.channels=16"])
-    config = model_config(cfg)
+    config = cfg.model.config
     assert (config.backbone, config.head, config.num_classes, config.channels) == (
         "resnet18_v1c",
         "aspp",
@@ -252,12 +282,12 @@ def test_model_config_overrides_the_named_one():
     cfg = validate_config(
         {"model": {"name": "condnet_upernet_swin-b_ade20k", "backbone_kwargs": {"img_size": 256}}}
     )
-    config = model_config(cfg)
+    config = cfg.model.config
     # backbone_kwargs add to the registered ones (Swin keeps its stochastic depth).
     assert dict(config.backbone_kwargs) == {"drop_path_rate": 0.3, "img_size": 256}
     assert config.head == "uper" and config.num_classes == 150
     cfg = validate_config({"model": {"name": "condnet_r50-d8_ade20k", "num_classes": 21}})
-    assert model_config(cfg).num_classes == 21
+    assert cfg.model.config.num_classes == 21
 
 
 # -- options -----------------------------------------------------------------------------
@@ -394,7 +424,7 @@ def test_build_dataset_errors(scenes, tmp_path):
     with pytest.raises(ConfigError, match=r"model.num_classes\) but data.dataset='scenes'.* has 8"):
         build_dataset(scene_cfg(scenes, "model.num_classes=5"), "val")
     with pytest.raises(
-        FileNotFoundError, match=r"data.root .*missing.*python -m condnet.data.scenes"
+        FileNotFoundError, match=r"data.root .*missing.*python -m condnet.tools.make_scenes"
     ):
         build_dataset(scene_cfg(tmp_path / "missing"), "val")
     with pytest.raises(ConfigError, match=r"data.dataset_kwargs .* do not fit SceneDataset"):
@@ -423,3 +453,44 @@ def test_build_model_demo():
     plain = load_config(DEMO.with_name("plain_r18-d8_scenes.py"))
     with torch.device("meta"):
         assert build_model(plain).config.classifier == "plain"
+
+
+# -- one owner per key --------------------------------------------------------------------
+
+
+def test_each_key_is_a_field_of_its_section(tmp_path):
+    # Valid keys in errors, the keys written and the defaults all come from the dataclasses.
+    cfg = load_config(write(tmp_path, "c.py", NAMED))
+    tree = cfg.to_dict()
+    for name, section in Config.sections().items():
+        fields = [f.name for f in dataclasses.fields(section) if f.init]
+        if name == "model":
+            fields = ["name", "pretrained_backbone"]  # + the ModelConfig fields it changes
+            assert section.keys()[2:] == tuple(
+                f.name for f in dataclasses.fields(condnet.models.zoo.ModelConfig)
+            )
+        else:
+            assert list(tree[name]) == fields == list(section.keys())
+            assert section() == section.from_dict({})  # the defaults are the fields'
+    with pytest.raises(ConfigError, match=r"'runner.max_iter' in the config.*max_iters, accum"):
+        RunnerConfig.from_dict({"max_iter": 3})  # made directly: the loader's message
+    with pytest.raises(ConfigError, match="optimizer.grad_clip must be None or a number > 0"):
+        OptimizerConfig(grad_clip=-1.0)
+
+
+def test_the_model_config_is_built_once_per_run(tmp_path, monkeypatch):
+    built = []
+    real = condnet.models.zoo.ModelConfig.__post_init__
+    monkeypatch.setattr(
+        condnet.models.zoo.ModelConfig,
+        "__post_init__",
+        lambda self: built.append(self) or real(self),
+    )
+    root = tmp_path / "scenes"
+    write_scenes(root, seed=0, num_train=0, num_val=1, size=32)
+    cfg = load_config(DEMO, [f"data.root={root}"])
+    assert len(built) == 1  # made when the model section was checked
+    with torch.device("meta"):
+        build_model(cfg)
+    check_num_classes(cfg, build_dataset(cfg, "val"))
+    assert len(built) == 1 and cfg.model.config is built[0]

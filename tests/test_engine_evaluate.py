@@ -11,7 +11,7 @@ import condnet.engine.evaluate as evaluate_module
 from condnet.data import SCENE_CLASSES, SCENE_PALETTE, SceneDataset, eval_pipeline, write_scenes
 from condnet.engine.evaluate import evaluate, has_guidance
 from condnet.engine.visualize import denormalize, guidance_grid, overlay, save_image
-from condnet.models import build_model
+from condnet.models import InferenceConfig, build_model
 from tests.test_engine_metrics import assert_metrics_equal, reference_metrics
 
 TINY = dict(backbone="resnet18_v1c", num_classes=8, channels=16, aux_channels=8, c1_channels=8)
@@ -72,7 +72,7 @@ def test_matches_reference_slide_multiscale_flip_batched(model, val_set):
     whole = reference_metrics(reference_predictions(model, val_set), K)
     want = reference_metrics(pairs, K)
     assert want["mIoU"] != whole["mIoU"]  # the settings reach predict
-    results = run(model, val_set, flip=True, batch_size=2, **settings)
+    results = run(model, val_set, inference=InferenceConfig(flip=True, **settings), batch_size=2)
     assert_metrics_equal(results, want)
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from condnet.engine.config import ConfigError, LrConfig, OptimizerConfig, RunnerConfig
 from condnet.engine.lr_schedule import IterLRScheduler
 from condnet.engine.optim import build_optimizer
 
@@ -49,7 +50,7 @@ def groups_by_mults(optimizer, model):
 
 def test_default_is_one_sgd_group():
     model = tiny_segmentor()
-    opt = build_optimizer(model, {"lr": 0.01, "weight_decay": 5e-4})
+    opt = build_optimizer(model, OptimizerConfig(lr=0.01, weight_decay=5e-4))
     assert isinstance(opt, torch.optim.SGD)
     assert len(opt.param_groups) == 1
     (group,) = opt.param_groups
@@ -70,7 +71,7 @@ def test_head_lr_and_no_decay_groups():
         no_decay_keys=("absolute_pos_embed",),
         grad_clip=1.0,
     )
-    opt = build_optimizer(model, cfg)
+    opt = build_optimizer(model, OptimizerConfig(**cfg))
     assert isinstance(opt, torch.optim.AdamW)
     groups = groups_by_mults(opt, model)
     assert set(groups) == {(1.0, 1.0), (1.0, 0.0), (10.0, 1.0), (10.0, 0.0)}
@@ -100,25 +101,29 @@ def test_head_lr_and_no_decay_groups():
 
 
 def test_optimizer_config_errors():
+    # Checked once, when the section is made (the config loader makes it).
     model = tiny_segmentor()
-    with pytest.raises(ValueError, match="optimizer.type must be one of"):
-        build_optimizer(model, {"type": "Adam"})
-    with pytest.raises(ValueError, match=r"unknown optimizer keys \['lr_mult'\]"):
-        build_optimizer(model, {"lr_mult": 2})
-    with pytest.raises(ValueError, match="optimizer.lr must be > 0"):
-        build_optimizer(model, {"lr": 0})
-    with pytest.raises(ValueError, match="optimizer.weight_decay must be >= 0"):
-        build_optimizer(model, {"weight_decay": -1})
-    with pytest.raises(ValueError, match="betas"):
-        build_optimizer(model, {"betas": (0.9, 1.0)})
-    with pytest.raises(ValueError, match="no_decay_keys"):
-        build_optimizer(model, {"no_decay_keys": "norm"})
-    with pytest.raises(ValueError, match="grad_clip"):
-        build_optimizer(model, {"grad_clip": 0})
-    with pytest.raises(TypeError, match="mapping"):
-        build_optimizer(model, "SGD")
+    with pytest.raises(ConfigError, match="optimizer.type must be one of"):
+        OptimizerConfig(type="Adam")
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown config key 'optimizer.lr_mult'.*did you mean 'head_lr_mult'.*valid keys",
+    ):
+        OptimizerConfig.from_dict({"lr_mult": 2})
+    with pytest.raises(ConfigError, match="optimizer.lr must be a number > 0"):
+        OptimizerConfig(lr=0)
+    with pytest.raises(ConfigError, match="optimizer.weight_decay must be a number >= 0"):
+        OptimizerConfig(weight_decay=-1)
+    with pytest.raises(ConfigError, match=r"optimizer.betas\[1\] must be a number in \[0, 1\)"):
+        OptimizerConfig(betas=(0.9, 1.0))
+    with pytest.raises(ConfigError, match="no_decay_keys"):
+        OptimizerConfig(no_decay_keys="norm")
+    with pytest.raises(ConfigError, match="grad_clip"):
+        OptimizerConfig(grad_clip=0)
+    with pytest.raises(TypeError, match="OptimizerConfig"):
+        build_optimizer(model, {"type": "SGD"})
     with pytest.raises(ValueError, match="no trainable parameters"):
-        build_optimizer(model.requires_grad_(False), {})
+        build_optimizer(model.requires_grad_(False), OptimizerConfig())
 
 
 # ---- the schedule ----
@@ -135,7 +140,7 @@ def poly(base, it, max_iters, power, min_lr):
 
 def test_poly_without_warmup():
     opt = optimizer_with(0.01, 0.1)
-    sched = IterLRScheduler(opt, max_iters=100, power=0.9, min_lr=1e-4)
+    sched = IterLRScheduler(opt, LrConfig(power=0.9, min_lr=1e-4), max_iters=100)
     assert [g["initial_lr"] for g in opt.param_groups] == [0.01, 0.1]
     for it in (0, 1, 37, 99, 100, 150):
         expected = [poly(b, min(it, 100), 100, 0.9, 1e-4) for b in (0.01, 0.1)]
@@ -148,7 +153,8 @@ def test_linear_warmup_over_poly_and_constant():
     for policy in ("poly", "constant"):
         opt = optimizer_with(0.02, 0.2)
         warmup = dict(warmup="linear", warmup_iters=10, warmup_ratio=0.1)
-        sched = IterLRScheduler(opt, 50, policy=policy, power=1.0, min_lr=0.0, **warmup)
+        config = LrConfig(policy=policy, power=1.0, min_lr=0.0, **warmup)
+        sched = IterLRScheduler(opt, config, 50)
         for it in range(0, 20):
             regular = [b * (1 - it / 50) if policy == "poly" else b for b in (0.02, 0.2)]
             factor = 0.1 + 0.9 * it / 10 if it < 10 else 1.0
@@ -158,20 +164,20 @@ def test_linear_warmup_over_poly_and_constant():
 
 def test_constant_keeps_the_base_lr():
     opt = optimizer_with(0.05)
-    sched = IterLRScheduler(opt, 10, policy="constant", min_lr=0.5)
+    sched = IterLRScheduler(opt, LrConfig(policy="constant", min_lr=0.5), 10)
     assert [sched.step(it)[0] for it in (0, 5, 9)] == [0.05, 0.05, 0.05]
 
 
 def test_state_dict_round_trip_and_initial_lr_kept():
     opt = optimizer_with(0.01)
-    sched = IterLRScheduler(opt, 100, warmup="linear", warmup_iters=5)
+    sched = IterLRScheduler(opt, LrConfig(warmup="linear", warmup_iters=5), 100)
     sched.step(42)
     state = sched.state_dict()
     assert state == {"last_iteration": 42}
     # Resuming: the optimizer state (decayed lr, initial_lr) is loaded first.
     opt2 = optimizer_with(0.01)
     opt2.load_state_dict(opt.state_dict())
-    sched2 = IterLRScheduler(opt2, 100, warmup="linear", warmup_iters=5)
+    sched2 = IterLRScheduler(opt2, LrConfig(warmup="linear", warmup_iters=5), 100)
     assert sched2.base_lrs == [0.01]
     opt2.param_groups[0]["lr"] = 123.0
     sched2.load_state_dict(state)
@@ -181,23 +187,24 @@ def test_state_dict_round_trip_and_initial_lr_kept():
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "section, kwargs, match",
     [
-        (dict(max_iters=0), "max_iters"),
-        (dict(max_iters=10, power=0), "power"),
-        (dict(max_iters=10, policy="step"), "policy"),
-        (dict(max_iters=10, warmup="exp"), "warmup must be one of"),
-        (dict(max_iters=10, warmup_iters=-1), "warmup_iters"),
-        (dict(max_iters=10, warmup_ratio=0), "warmup_ratio"),
-        (dict(max_iters=10, warmup_ratio=1.5), "warmup_ratio"),
-        (dict(max_iters=10, min_lr=-1), "min_lr"),
+        (RunnerConfig, dict(max_iters=0), "runner.max_iters"),
+        (LrConfig, dict(power=0), "lr_config.power must be a number > 0"),
+        (LrConfig, dict(policy="step"), "policy"),
+        (LrConfig, dict(warmup="exp"), "lr_config.warmup must be one of"),
+        (LrConfig, dict(warmup_iters=-1), "warmup_iters"),
+        (LrConfig, dict(warmup_ratio=0), "warmup_ratio"),
+        (LrConfig, dict(warmup_ratio=1.5), "warmup_ratio"),
+        (LrConfig, dict(min_lr=-1), "min_lr"),
     ],
 )
-def test_schedule_errors(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        IterLRScheduler(optimizer_with(0.1), **kwargs)
+def test_schedule_errors(section, kwargs, match):
+    # The schedule's settings are checked by their sections; the scheduler takes them.
+    with pytest.raises(ConfigError, match=match):
+        section(**kwargs)
 
 
 def test_step_rejects_negative_iterations():
     with pytest.raises(ValueError, match="iteration"):
-        IterLRScheduler(optimizer_with(0.1), 10).step(-1)
+        IterLRScheduler(optimizer_with(0.1), LrConfig(), 10).step(-1)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from condnet.checkpoint_files import load_checkpoint
 from condnet.data import write_scenes
-from condnet.engine.checkpoint import load_checkpoint
 from condnet.tools.train import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,3 +280,25 @@ def test_missing_data_is_a_clear_error(config, tmp_path, capsys):
     )
     assert code == 1
     assert "error:" in capsys.readouterr().err
+
+
+# The model's own test setting: 48x48 scenes in 32x32 windows every 24 pixels.
+SLIDE = ["model.test_mode='slide'", "model.test_crop_size=(32, 32)", "model.test_stride=(24, 24)"]
+
+
+def test_evaluation_mode_slide_takes_the_window_from_the_model(config, tmp_path):
+    # evaluation.mode="slide" without a window used to reach predict() as is and fail at
+    # the first evaluation; tools/test.py took the model's window. Both resolve alike now.
+    from condnet.engine.config import load_config
+    from condnet.engine.trainer import Trainer
+    from condnet.models import InferenceConfig
+
+    cfg = load_config(config, [*SLIDE, "evaluation.mode='slide'", "runner.max_iters=1"])
+    trainer = Trainer(cfg, tmp_path / "run", stream=open(os.devnull, "w"))
+    assert trainer.inference == InferenceConfig("slide", (32, 32), (24, 24))
+    summary = trainer._evaluate()
+    assert 0.0 <= summary["mIoU"] <= 1.0
+    # A window that fits nowhere fails when the Trainer is built, not mid-training.
+    bad = load_config(config, ["evaluation.mode='slide'", "evaluation.crop_size=(32, 32)"])
+    with pytest.raises(ValueError, match="mode='slide' needs crop_size and stride"):
+        Trainer(bad, tmp_path / "bad", stream=open(os.devnull, "w"))

@@ -139,8 +139,8 @@ def test_resnet_missing_unexpected_and_mismatched_keys_are_listed(r50):
     with pytest.raises(ValueError) as err:
         build_backbone("resnet50_v1c", pretrained=state)
     message = str(err.value)
-    assert "missing keys ['layer2.1.bn2.weight']" in message
-    assert "unexpected keys ['layer5.0.conv1.weight']" in message
+    assert "missing keys (1): ['layer2.1.bn2.weight']" in message
+    assert "unexpected keys (1): ['layer5.0.conv1.weight']" in message
     assert "conv1.0.weight: checkpoint (32, 3, 5, 5) vs model (32, 3, 3, 3)" in message
 
 
@@ -347,7 +347,9 @@ def test_swin_loads_official_imagenet_checkpoint():
 def test_swin_partial_output_norms_are_missing_keys():
     state = build_backbone("swin_base_w12", **TINY_SWIN).state_dict()
     del state["out_norms.2.weight"], state["layers.3.blocks.1.mlp.fc2.bias"]
-    with pytest.raises(ValueError, match=r"missing keys \['layers.3.blocks.1.mlp.fc2.bias', 'out_"):
+    with pytest.raises(
+        ValueError, match=r"missing keys \(2\): \['layers.3.blocks.1.mlp.fc2.bias', 'out_"
+    ):
         build_backbone("swin_base_w12", pretrained=state, **TINY_SWIN)
 
 

@@ -1,5 +1,6 @@
 """Parameter and FLOP counts: hand-computed small cases, the condnet ops'
-registered formulas against the reference path, and the command line."""
+registered formulas (condnet.ops.flops) against the reference path, and the
+command line (tools/complexity.py) given a model or backbone name."""
 
 import pytest
 import torch
@@ -7,10 +8,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import condnet.models
-from condnet.models import complexity
+import condnet.ops
 from condnet.models.backbones import build_backbone
-from condnet.models.complexity import complexity_report, count_parameters, format_report, main
+from condnet.models.complexity import complexity_report, count_parameters, format_report
 from condnet.nn import ConditionalClassifier
+from condnet.ops import flops
+from condnet.tools.complexity import main
 from tests.opcases import needs_extension
 
 
@@ -39,7 +42,8 @@ def _flops(clf, x, backward):
 def test_condnet_ops_count_like_the_reference(backward, needs_input_grad):
     B, C, K, H, W = 2, 16, 5, 8, 8
     x = torch.randn(B, C, H, W, requires_grad=needs_input_grad)
-    clf = ConditionalClassifier(C, K, dropout=0.0, backend="reference")
+    clf = ConditionalClassifier(C, K, dropout=0.0)
+    clf.backend = "reference"
     reference = _flops(clf, x, backward)
     clf.backend = "extension"
     assert _flops(clf, x, backward) == reference
@@ -55,8 +59,9 @@ def test_condnet_ops_count_like_the_reference(backward, needs_input_grad):
 
 @needs_extension
 def test_registered_formulas_are_used():
-    assert complexity.register_flop_formulas() == []  # done at import; a second call is a no-op
-    assert complexity.register_flop_formulas("aten_no_such_namespace") == []
+    # Done when condnet.ops loads; a second call is a no-op.
+    assert flops.register_flop_formulas("condnet") == []
+    assert flops.register_flop_formulas("aten_no_such_namespace") == []
     x = torch.randn(1, 4, 3, 5)
     w = torch.randn(6, 4)
     with FlopCounterMode(display=False) as counter:
@@ -149,37 +154,57 @@ def test_bad_arguments():
         count_parameters(None)
 
 
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() or condnet.ops.triton.available("cpu")),
+    reason="needs triton (a GPU, or the interpreter on the CPU)",
+)
+def test_triton_ops_get_the_formulas_when_they_load():
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert condnet.ops.triton.available(device)  # loads the Triton ops
+    # Registered by condnet.ops.triton as it loaded them: nothing is left to do.
+    assert flops.register_flop_formulas("condnet_triton") == []
+    x = torch.randn(1, 4, 3, 5, device=device)
+    w = torch.randn(6, 4, device=device)
+    with FlopCounterMode(display=False) as counter:
+        torch.ops.condnet_triton.class_pool(x, w, None)
+        torch.ops.condnet_triton.dynamic_classify(x, torch.randn(1, 6, 4, device=device), None)
+    counts = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+    assert counts == {
+        "condnet_triton.class_pool": 4 * 6 * 4 * 15,
+        "condnet_triton.dynamic_classify": 2 * 6 * 4 * 15,
+    }
+
+
 def test_cli_backbone(capsys):
-    main(["resnet50_v1c", "--shape", "1,3,64,64", "--depth", "1", "--device", "meta"])
+    assert main(["resnet50_v1c", "--shape", "64", "64", "--depth", "1", "--device", "meta"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("resnet50_v1c at input 1x3x64x64\n")
     assert "layer4" in out and "Bottleneck" not in out and "23.527" in out
 
 
 def test_cli_resolves_other_names_through_build_model(monkeypatch, capsys):
-    monkeypatch.setattr(
-        condnet.models, "build_model", lambda name: nn.Conv2d(3, 2, 1), raising=False
-    )
-    main(["some_model", "--shape", "1,3,4,4", "--depth", "0"])
+    monkeypatch.setattr(condnet.models, "build_model", lambda name: nn.Conv2d(3, 2, 1))
+    main(["condnet_r50-d8_ade20k", "--shape", "4", "4", "--depth", "0", "--device", "cpu"])
     out = capsys.readouterr().out
     assert "(total)" in out and "Conv2d" in out
 
 
-def test_cli_errors(monkeypatch, capsys):
+def test_cli_errors(capsys):
     with pytest.raises(SystemExit):
-        main(["resnet50_v1c", "--shape", "1,3,x"])
-    assert "--shape must be comma-separated positive ints" in capsys.readouterr().err
+        main(["resnet50_v1c", "--shape", "1,3", "x"])
+    assert "--shape: expected a positive integer; got '1,3'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["resnet50_v1c", "--device", "gpu0"])
-    assert "--device must be a torch device such as cpu" in capsys.readouterr().err
-    monkeypatch.delattr(condnet.models, "build_model", raising=False)
-    with pytest.raises(SystemExit, match="'nope' is not a backbone"):
+    assert "--device: invalid choice: 'gpu0'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
         main(["nope"])
+    assert "'nope' is not a config file, a model name" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["resnet50_v1c", "--cfg-options", "model.channels=8"])
+    assert "--cfg-options applies to a config file" in capsys.readouterr().err
 
 
 def test_cli_reports_a_model_on_meta(capsys):
-    from condnet.models.complexity import main
-
     main(["condnet_r50-d8_ade20k", "--device", "meta", "--depth", "1"])
     out = capsys.readouterr().out
     assert "decode_head" in out and "GFLOPs" in out

@@ -1,8 +1,9 @@
 """Released-checkpoint import: fake mmseg checkpoints, written from a condnet
 model by a mapping independent of condnet.models.released, must load back
 tensor for tensor; the converted classifier must compute the released head's
-cls_seg; the converter CLI; errors."""
+cls_seg; the converter (tools/convert_released.py); errors."""
 
+import os
 import re
 
 import pytest
@@ -10,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from condnet.models import build_model, infer_model_name, list_models, load_released
-from condnet.models.released import main as convert_main
 from condnet.models.released import read_released
+from condnet.tools import convert_released
+from condnet.tools.convert_released import main as convert_main
 
 SMALL = dict(channels=16, c1_channels=8, aux_channels=8, num_classes=5)
 TINY_SWIN = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2), window_size=4)
@@ -242,3 +244,49 @@ def test_pickled_objects_are_refused(tmp_path, small_r50, capsys):
     assert "this must not run" not in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         load_released(tmp_path / "missing.pth", model=small_r50)
+
+
+def truncate_half(path):
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+
+
+def test_a_truncated_file_is_called_truncated(tmp_path, small_r50):
+    path = tmp_path / "released.pth"
+    torch.save(released_checkpoint(small_r50), path)
+    truncate_half(path)
+    with pytest.raises(ValueError) as err:
+        load_released(path, model=small_r50)
+    assert "is truncated or not a checkpoint" in str(err.value)
+    # The advice for files that hold objects would be wrong for a corrupt one.
+    assert "weights_only=False" not in str(err.value)
+
+
+def test_cli_checks_the_output_folder_before_converting(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "released.pth"
+    torch.save(released_checkpoint(fresh("condnet_r50-d8_cityscapes", 0)), src)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the conversion ran before the output folder was checked")
+
+    monkeypatch.setattr(convert_released, "read_released", must_not_run)
+    out = tmp_path / "missing" / "condnet.pth"
+    with pytest.raises(SystemExit) as exc:
+        convert_main([str(src), str(out)])
+    assert exc.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.startswith("tools/convert_released.py: error: output: cannot write")
+    assert "does not exist" in line and "Traceback" not in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["released.pth"]
+
+
+def test_cli_writes_the_usual_file_mode(tmp_path):
+    src, out = tmp_path / "released.pth", tmp_path / "condnet.pth"
+    torch.save(released_checkpoint(fresh("condnet_r50-d8_cityscapes", 0)), src)
+    old = os.umask(0o022)
+    try:
+        assert convert_main([str(src), str(out)]) == 0
+    finally:
+        os.umask(old)
+    assert os.stat(out).st_mode & 0o777 == 0o644  # not tempfile.mkstemp's 0o600

@@ -9,9 +9,13 @@ import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
+import condnet.ops as ops
+from condnet.models import build_model
 from condnet.models.losses import CondNetLoss
-from condnet.nn import LAYOUTS, ConditionalClassifier
+from condnet.nn import LAYOUTS, ConditionalClassifier, set_backend
+from tests.opcases import needs_extension
 
 
 def released_cls_seg(clf, feat):
@@ -111,7 +115,8 @@ def test_official_layout_reproduces_the_released_head():
 def test_reference_backend_gives_the_same_outputs_and_gradients(layout):
     torch.manual_seed(0)
     default = ConditionalClassifier(6, 4, layout=layout, dropout=0.0)
-    reference = ConditionalClassifier(6, 4, layout=layout, dropout=0.0, backend="reference")
+    reference = ConditionalClassifier(6, 4, layout=layout, dropout=0.0)
+    set_backend(reference, "reference")
     reference.load_state_dict(default.state_dict())
     feat = features().requires_grad_()
     results = []
@@ -214,13 +219,54 @@ def test_torch_compile_matches_eager():
         ({"layout": "grouped"}, "layout must be one of"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
         ({"dropout": -0.1}, "dropout"),
-        ({"backend": "bogus"}, "backend must be None or one of"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, match):
     args = {"in_channels": 6, "num_classes": 4, **kwargs}
     with pytest.raises(ValueError, match=match):
         ConditionalClassifier(**args)
+
+
+def test_backend_is_set_after_building():
+    with pytest.raises(TypeError, match="backend"):
+        ConditionalClassifier(6, 4, backend="reference")  # not a constructor argument
+    with torch.device("meta"):
+        model = build_model("condnet_r50-d8_ade20k", channels=16, c1_channels=8)
+    (clf,) = set_backend(model, "reference")
+    assert clf is model.decode_head.classifier and clf.backend == "reference"
+    with pytest.raises(ValueError, match="backend must be None or one of"):
+        set_backend(model, "bogus")
+    assert set_backend(model, None)[0].backend is None
+    with torch.device("meta"):
+        plain = build_model("condnet_r50-d8_ade20k-plain", channels=16, c1_channels=8)
+    with pytest.raises(ValueError, match="no ConditionalClassifier: its plain classifier"):
+        set_backend(plain, "reference")
+
+
+class _OpCalls(TorchFunctionMode):
+    """The torch.ops.condnet calls made inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if str(func).startswith("condnet."):
+            self.calls.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@needs_extension
+def test_set_backend_wins_over_use_backend_and_the_environment(monkeypatch):
+    clf = ConditionalClassifier(6, 4)
+    monkeypatch.setenv("CONDNET_BACKEND", "extension")
+    with _OpCalls() as seen:
+        clf(features())
+    assert seen.calls == ["condnet.class_pool", "condnet.dynamic_classify"]
+    set_backend(clf, "reference")
+    with _OpCalls() as seen, ops.use_backend("extension"):
+        clf(features())
+    assert seen.calls == []  # the reference ran: no compiled op was called
 
 
 def test_bad_features():

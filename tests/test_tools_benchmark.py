@@ -170,3 +170,36 @@ def test_benchmark_unavailable_backend_is_a_runtime_error(config, capsys, monkey
     argv = [str(config), "--device", "cpu", "--backend", "triton", "--iters", "1"]
     assert benchmark.main(argv) == 1
     assert "error: triton is not available (test)" in capsys.readouterr().err
+
+
+def test_benchmark_backend_wins_and_is_observed_not_predicted(config, tmp_path, monkeypatch):
+    import condnet.ops.backend
+
+    def no_prediction(*args, **kwargs):
+        raise AssertionError("the tool must not predict the backend with ops.backend.resolve")
+
+    # The ops import their own reference to resolve; the tool must not call this one.
+    monkeypatch.setattr(condnet.ops.backend, "resolve", no_prediction)
+    monkeypatch.setenv("CONDNET_BACKEND", "extension")
+    out = tmp_path / "bench.json"
+    argv = [str(config), "--device", "cpu", "--backend", "reference", "--iters", "1"]
+    assert benchmark.main([*argv, "--warmup", "0", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["backend"] == "reference" and result["backend_requested"] == "reference"
+
+
+def test_benchmark_backend_is_not_a_model_setting(config, tmp_path, capsys):
+    # A config's model.backend used to win over --backend; no model takes one now.
+    argv = [str(config), "--device", "cpu", "--backend", "reference", "--iters", "1"]
+    with pytest.raises(SystemExit) as exc:
+        benchmark.main([*argv, "--cfg-options", "model.backend='extension'"])
+    assert exc.value.code == 2 and "model.backend" in capsys.readouterr().err
+
+
+def test_benchmark_backend_of_a_plain_model_is_an_error(config, capsys):
+    plain = ["--cfg-options", "model.classifier=plain"]
+    argv = [str(config), "--device", "cpu", "--iters", "1", "--warmup", "0", *plain]
+    assert benchmark.main([*argv, "--backend", "reference"]) == 1
+    assert "no ConditionalClassifier" in capsys.readouterr().err
+    assert benchmark.main(argv) == 0
+    assert "condnet backend: none" in capsys.readouterr().out

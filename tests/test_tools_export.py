@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from condnet.engine.builders import build_model
-from condnet.engine.checkpoint import load_weights
 from condnet.engine.config import load_config
+from condnet.engine.weights import load_weights
 from condnet.ops import use_backend
 from condnet.tools import export
 

@@ -17,6 +17,7 @@ from condnet.data import SCENE_CLASSES, SCENE_PALETTE, write_scenes
 from condnet.engine.builders import build_dataset
 from condnet.engine.config import load_config
 from condnet.engine.evaluate import evaluate
+from condnet.models import InferenceConfig
 from condnet.tools.test import main
 from tests.test_engine_evaluate import TINY, tiny_model
 
@@ -46,7 +47,7 @@ def setup(tmp_path_factory):
     return config, checkpoint, plain, tmp
 
 
-def expected_metrics(config, **kwargs):
+def expected_metrics(config, **settings):
     cfg = load_config(config)
     return evaluate(
         tiny_model(),
@@ -55,7 +56,7 @@ def expected_metrics(config, **kwargs):
         class_names=SCENE_CLASSES,
         palette=SCENE_PALETTE,
         progress=False,
-        **kwargs,
+        inference=InferenceConfig(**settings),
     )
 
 
@@ -140,7 +141,7 @@ def test_aug_test_and_slide(setup, capsys):
         (["{tmp}/missing.py", "{ckpt}"], "missing.py"),
         (["{cfg}", "{tmp}/missing.pth"], "no such file"),
         (["{cfg}", "{ckpt}", "--cfg-options", "data.bogus=1"], "data.bogus"),
-        (["{cfg}", "{ckpt}", "--mode", "sliding"], "invalid choice"),
+        (["{cfg}", "{ckpt}", "--mode", "sliding"], "--mode must be one of ('whole', 'slide')"),
         (["{cfg}", "{ckpt}", "--mode", "slide"], "--crop-size"),
         (["{cfg}", "{ckpt}", "--opacity", "2"], "--opacity"),
         (["{plain}", "{ckpt}", "--guidance-dir", "{tmp}/g"], "plain classifier"),
@@ -186,3 +187,17 @@ def test_torchrun_two_processes_match_one(setup, tmp_path):
     assert proc.stdout.count("Summary:") == 1  # rank 0 reports
     check_json(tmp_path / "dist.json", expected_metrics(config))
     assert len(list((tmp_path / "show").glob("*.png"))) == 4  # each image drawn once
+
+
+def test_evaluation_mode_slide_takes_the_window_from_the_model(setup, capsys):
+    # As the Trainer's evaluation does (test_engine_train.py): the model's window.
+    config, checkpoint, _, tmp = setup
+    out_file = tmp / "slide.json"
+    options = ["model.test_mode='slide'", "model.test_crop_size=(32, 32)"]
+    options += ["model.test_stride=(24, 24)", "evaluation.mode='slide'"]
+    argv = [config, checkpoint, "--out", out_file, "--cfg-options", *options]
+    code, _, err = run_main(argv, capsys)
+    assert code == 0, err
+    record = json.loads(Path(out_file).read_text())
+    assert record["settings"]["mode"] == "slide"
+    assert record["settings"]["crop_size"] == [32, 32] and record["settings"]["stride"] == [24, 24]

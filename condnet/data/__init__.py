@@ -21,11 +21,10 @@ Example::
     loader = build_dataloader(ds, batch_size=16, seed=0, num_workers=8, drop_last=True)
 """
 
-import importlib
-
 from .ade import ADE_CLASSES, ADE_PALETTE, ADE20KDataset
 from .base import SegDataset
 from .cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, CityscapesDataset
+from .cityscapes_convert import label_ids_to_train_ids
 from .folder import FolderDataset
 from .loader import SeededSampler, build_dataloader, collate_samples, worker_init_fn
 from .loading import CorruptFileError, read_image, read_label
@@ -39,26 +38,9 @@ from .pipelines import (
     eval_pipeline,
     train_pipeline,
 )
+from .scenes import SCENE_CLASSES, SCENE_PALETTE, SceneDataset, generate_scene, write_scenes
 from .transforms import Normalize, Pad, PhotoMetricDistortion, RandomCrop, RandomFlip, Resize
 from .voc import VOC_CLASSES, VOC_PALETTE, VOCDataset
-
-# Modules that are also command line entry points (``python -m condnet.data.scenes``) load
-# on first use, so that running them does not import them twice.
-_LAZY = {
-    "SCENE_CLASSES": "scenes",
-    "SCENE_PALETTE": "scenes",
-    "SceneDataset": "scenes",
-    "generate_scene": "scenes",
-    "write_scenes": "scenes",
-    "label_ids_to_train_ids": "cityscapes_convert",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 __all__ = [
     "ADE20KDataset",

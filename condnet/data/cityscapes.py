@@ -8,7 +8,7 @@ Layout (default root ``data/cityscapes``)::
 
 The ``*_labelTrainIds.png`` files (0..18, 255 = ignore) are not in the
 download; make them from the released ``*_labelIds.png`` once with
-``python -m condnet.data.cityscapes_convert data/cityscapes``. Samples are every
+``python -m condnet.tools.convert_cityscapes data/cityscapes``. Samples are every
 ``*_leftImg8bit.png`` of the split, sorted by city and name.
 """
 
@@ -111,7 +111,7 @@ class CityscapesDataset(SegDataset):
             samples,
             self.LAYOUT,
             hint=f"\nmake the *{ANN_SUFFIX} files with: python -m "
-            f"condnet.data.cityscapes_convert {self.root}",
+            f"condnet.tools.convert_cityscapes {self.root}",
         )
         super().__init__(
             samples,

@@ -5,17 +5,15 @@ plate, whose id is -1); training uses the 19 evaluated classes as train ids
 0..18 and 255 for everything else, following ``cityscapesscripts``'s table.
 Any value that is not a Cityscapes label id is an error naming the file.
 
-Command line (writes next to each source file; existing outputs are kept
-unless ``--overwrite``)::
+The command line is ``tools/convert_cityscapes.py`` (it writes next to each
+source file; existing outputs are kept unless ``--overwrite``)::
 
-    python -m condnet.data.cityscapes_convert data/cityscapes [--splits train val] [--nproc 2]
+    python tools/convert_cityscapes.py data/cityscapes [--splits train val] [--nproc 2]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -134,27 +132,3 @@ def convert_tree(
         for pair in pairs:
             _convert_pair(pair)
     return len(pairs)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m condnet.data.cityscapes_convert",
-        description="Write *_gtFine_labelTrainIds.png (19 classes, 255 = ignore) next to "
-        "each *_gtFine_labelIds.png of a Cityscapes tree.",
-    )
-    parser.add_argument("root", help="the Cityscapes root holding gtFine/ (data/cityscapes)")
-    parser.add_argument("--splits", nargs="+", default=["train", "val"])
-    parser.add_argument("--nproc", type=int, default=1, help="worker processes")
-    parser.add_argument("--overwrite", action="store_true", help="redo existing outputs")
-    args = parser.parse_args(argv)
-    try:
-        written = convert_tree(args.root, args.splits, args.overwrite, args.nproc)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {written} *{DST_SUFFIX} file(s) under {Path(args.root) / 'gtFine'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

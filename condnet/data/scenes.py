@@ -40,18 +40,16 @@ check the colour modes and the within-image consistency, not these numbers.
 
 Everything is vectorised numpy. An image depends only on ``(seed, split,
 index)``, and the files are byte-for-byte identical between runs with the same
-seed (given the same numpy and Pillow builds)::
+seed (given the same numpy and Pillow builds). ``tools/make_scenes.py`` writes it::
 
-    python -m condnet.data.scenes --out data/scenes --seed 0 --num-train 200 --num-val 50 --size 192
+    python tools/make_scenes.py --out data/scenes --seed 0 --num-train 200 --num-val 50 --size 192
 """
 
 from __future__ import annotations
 
-import argparse
 import colorsys
 import json
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -316,39 +314,3 @@ class SceneDataset(ADE20KDataset):
             on_corrupt=on_corrupt,
             img_suffix=suffix,
         )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m condnet.data.scenes",
-        description="Write the generated scene set (ADE20K layout, 8 classes).",
-    )
-    parser.add_argument("--out", default="data/scenes", help="output root (data/scenes)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-train", type=int, default=200)
-    parser.add_argument("--num-val", type=int, default=50)
-    parser.add_argument("--size", type=int, default=192, help="image height in pixels")
-    parser.add_argument("--format", choices=("jpg", "png"), default="jpg", dest="image_format")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace the scenes already in --out"
-    )
-    args = parser.parse_args(argv)
-    try:
-        write_scenes(
-            args.out,
-            args.seed,
-            args.num_train,
-            args.num_val,
-            args.size,
-            args.image_format,
-            args.overwrite,
-        )
-    except (FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.num_train} training and {args.num_val} validation scenes to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,7 @@ Layout (default root ``data/VOCdevkit/VOC2012``)::
       ImageSets/Segmentation/{trainaug,aug}.txt
 
 SBD ("VOCaug", ``data/VOCdevkit/VOCaug/dataset/cls/*.mat``) stores its masks in
-MATLAB files; ``python -m condnet.data.voc_aug data/VOCdevkit`` (needs scipy)
+MATLAB files; ``python -m condnet.tools.convert_voc_aug data/VOCdevkit`` (needs scipy)
 converts them into ``SegmentationClassAug`` and writes the two split files, as
 mmsegmentation's converter does. A ``SegmentationClassAug`` folder from another
 source (e.g. the widely shared ``SegmentationClassAug.zip``) works too, with
@@ -58,7 +58,7 @@ VOC_PALETTE = label_colormap(len(VOC_CLASSES))
 VOC_LAYOUT = """  <root>/JPEGImages/<name>.jpg
   <root>/SegmentationClass/<name>.png
   <root>/ImageSets/Segmentation/{train,val,trainval}.txt   (one <name> per line)
-  for split='trainaug'/'aug' also (from SBD, see condnet.data.voc_aug):
+  for split='trainaug'/'aug' also (from SBD, see condnet.tools.convert_voc_aug):
   <root>/SegmentationClassAug/<name>.png
   <root>/ImageSets/Segmentation/{trainaug,aug}.txt"""
 AUG_SPLITS = ("trainaug", "aug")
@@ -100,7 +100,7 @@ class VOCDataset(SegDataset):
         if split in AUG_SPLITS:
             ann_dirs.append(self.root / "SegmentationClassAug")
             hint = (
-                f"\nfor split={split!r} convert SBD first: python -m condnet.data.voc_aug "
+                f"\nfor split={split!r} convert SBD first: python -m condnet.tools.convert_voc_aug "
                 f"{self.root.parent}"
             )
             require_dir(ann_dirs[-1], self.LAYOUT + hint)

@@ -13,16 +13,14 @@ and writes::
     VOC2012/ImageSets/Segmentation/aug.txt       = SBD train/val - VOC train - VOC val
 
 (10582 and 9118 names for the real data; the lists are written sorted.) Reading
-``.mat`` files needs scipy, which is an optional dependency::
+``.mat`` files needs scipy, which is an optional dependency. The command line
+is ``tools/convert_voc_aug.py``::
 
-    python -m condnet.data.voc_aug data/VOCdevkit [--nproc 2]
+    python tools/convert_voc_aug.py data/VOCdevkit [--nproc 2]
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -84,25 +82,3 @@ def convert_sbd(devkit: str | Path, nproc: int = 1) -> tuple[int, int, int]:
     (sets_dir / "trainaug.txt").write_text("".join(f"{n}\n" for n in trainaug))
     (sets_dir / "aug.txt").write_text("".join(f"{n}\n" for n in aug))
     return len(pairs), len(trainaug), len(aug)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m condnet.data.voc_aug",
-        description="Convert SBD (VOCaug) .mat masks to VOC2012/SegmentationClassAug PNGs "
-        "and write ImageSets/Segmentation/{trainaug,aug}.txt.",
-    )
-    parser.add_argument("devkit", help="the VOCdevkit folder (data/VOCdevkit)")
-    parser.add_argument("--nproc", type=int, default=1, help="worker processes")
-    args = parser.parse_args(argv)
-    try:
-        masks, n_trainaug, n_aug = convert_sbd(args.devkit, args.nproc)
-    except (OSError, ValueError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {masks} masks; trainaug.txt: {n_trainaug} names, aug.txt: {n_aug} names")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,34 +10,34 @@ layers over this package::
 
 import importlib
 
-# Loaded on first use, so that ``import condnet.engine.config`` stays light.
+# Loaded on first use, so that a tool's ``--help`` does not import the model stack.
 _LAZY = {
-    "Config": "config",
-    "ConfigError": "config",
-    "load_config": "config",
-    "format_config": "config",
-    "dump_config": "config",
-    "build_model": "builders",
-    "build_dataset": "builders",
-    "build_train_loader": "builders",
-    "CheckpointManager": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    "load_weights": "checkpoint",
-    "save_atomic": "checkpoint",
-    "build_optimizer": "optim",
-    "IterLRScheduler": "lr_schedule",
-    "ConfusionMatrix": "metrics",
-    "format_table": "metrics",
-    "evaluate": "evaluate",
-    "overlay": "visualize",
-    "guidance_grid": "visualize",
-    "Trainer": "trainer",
+    "Config": "condnet.engine.config",
+    "ConfigError": "condnet.engine.config",
+    "load_config": "condnet.engine.config",
+    "format_config": "condnet.engine.config",
+    "dump_config": "condnet.engine.config",
+    "build_model": "condnet.engine.builders",
+    "build_dataset": "condnet.engine.builders",
+    "build_train_loader": "condnet.engine.builders",
+    "CheckpointManager": "condnet.engine.checkpoint",
+    "load_checkpoint": "condnet.checkpoint_files",
+    "save_atomic": "condnet.checkpoint_files",
+    "load_weights": "condnet.engine.weights",
+    "build_optimizer": "condnet.engine.optim",
+    "IterLRScheduler": "condnet.engine.lr_schedule",
+    "ConfusionMatrix": "condnet.engine.metrics",
+    "format_table": "condnet.engine.metrics",
+    "evaluate": "condnet.engine.evaluate",
+    "overlay": "condnet.engine.visualize",
+    "guidance_grid": "condnet.engine.visualize",
+    "Trainer": "condnet.engine.trainer",
 }
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

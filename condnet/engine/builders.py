@@ -1,78 +1,38 @@
 """The model, datasets and training loader that a :class:`~condnet.engine.config.Config`
-describes (see :mod:`condnet.engine.config` for the keys)."""
+describes (see :mod:`condnet.engine.config` for the keys). The config's sections have
+checked every value; these functions only build."""
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from condnet import data as cdata
-from condnet.models import ModelConfig, Segmentor, get_config
+from condnet.models import Segmentor
 from condnet.models import build_model as _build_model
 
-from .config import DATASETS, MODEL_KEYS, ConfigError
+from .config import Config, ConfigError
 
-#: ``data.dataset`` -> the dataset class (a ``condnet.data`` name).
-DATASET_CLASSES = {
-    "ade20k": "ADE20KDataset",
-    "pascal_context_59": "PascalContext59Dataset",
-    "cityscapes": "CityscapesDataset",
-    "voc": "VOCDataset",
-    "scenes": "SceneDataset",
-    "folder": "FolderDataset",
-}
-assert tuple(DATASET_CLASSES) == DATASETS
 _SPLITS = ("train", "val")
 
 
-def model_config(cfg: Mapping) -> ModelConfig:
-    """The :class:`~condnet.models.ModelConfig` that ``cfg["model"]`` describes: the
-    registered ``model.name`` with the other ModelConfig fields as overrides
-    (``backbone_kwargs`` add to the registered ones, e.g. Swin's ``drop_path_rate``),
-    or a ModelConfig made from the fields when ``name`` is None.
-
-    Raises :class:`ConfigError` for fields that the ModelConfig rejects.
-    """
-    model = cfg["model"]
-    overrides = {k: v for k, v in model.items() if k not in MODEL_KEYS}
-    if "backbone_kwargs" in overrides:
-        overrides["backbone_kwargs"] = dict(overrides["backbone_kwargs"])
-    try:
-        if model.get("name") is None:
-            return ModelConfig(**overrides)
-        base = get_config(model["name"])
-        if "backbone_kwargs" in overrides:
-            overrides["backbone_kwargs"] = {**base.backbone_kwargs, **overrides["backbone_kwargs"]}
-        return dataclasses.replace(base, **overrides)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"model: {exc}") from exc
-
-
-def build_model(cfg: Mapping) -> Segmentor:
-    """The :class:`~condnet.models.Segmentor` of ``cfg.model``, with the backbone weights
-    ``cfg.model.pretrained_backbone`` (False, True for timm's, or a checkpoint path).
+def build_model(cfg: Config) -> Segmentor:
+    """The :class:`~condnet.models.Segmentor` of ``cfg.model.config``, with the backbone
+    weights ``cfg.model.pretrained_backbone`` (False, True for timm's, or a checkpoint
+    path).
 
     Built on torch's current default device (``with torch.device("meta"): ...`` works).
     """
-    return _build_model(model_config(cfg), pretrained_backbone=cfg["model"]["pretrained_backbone"])
-
-
-def dataset_class(name: str) -> type:
-    """The ``condnet.data`` dataset class for a ``data.dataset`` name."""
-    if name not in DATASET_CLASSES:
-        raise ConfigError(f"data.dataset must be one of {', '.join(DATASETS)}; got {name!r}")
-    return getattr(cdata, DATASET_CLASSES[name])
+    return _build_model(cfg.model.config, pretrained_backbone=cfg.model.pretrained_backbone)
 
 
 def _root_hint(name: str, cls: type) -> str:
     if name == "scenes":
         return (
-            "generate the scene set with: python -m condnet.data.scenes --out data/scenes "
+            "generate the scene set with: python -m condnet.tools.make_scenes --out data/scenes "
             "(or point data.root at one)"
         )
     default = getattr(cls, "DEFAULT_ROOT", None)
@@ -80,7 +40,7 @@ def _root_hint(name: str, cls: type) -> str:
     return f"set data.root (e.g. --cfg-options data.root=/path/to/data){where}; see README, Data"
 
 
-def build_dataset(cfg: Mapping, split: str):
+def build_dataset(cfg: Config, split: str):
     """The ``split`` ("train" or "val") dataset of ``cfg.data`` with its pipeline:
     ``train_pipeline`` from the ``data`` settings for "train", ``eval_pipeline(
     scale=data.test_scale)`` for "val".
@@ -91,60 +51,59 @@ def build_dataset(cfg: Mapping, split: str):
     """
     if split not in _SPLITS:
         raise ValueError(f"split must be one of {_SPLITS}; got {split!r}")
-    data = cfg["data"]
-    cls = dataset_class(data["dataset"])
-    root = data["root"] if data["root"] is not None else getattr(cls, "DEFAULT_ROOT", None)
+    data = cfg.data
+    cls = data.dataset_class
+    root = data.root if data.root is not None else getattr(cls, "DEFAULT_ROOT", None)
     if root is None:
-        raise ConfigError(f"data.root is required for data.dataset={data['dataset']!r}")
+        raise ConfigError(f"data.root is required for data.dataset={data.dataset!r}")
     if not Path(root).is_dir():
         raise FileNotFoundError(
-            f"data.root {str(root)!r} (data.dataset={data['dataset']!r}) is not a directory; "
-            + _root_hint(data["dataset"], cls)
+            f"data.root {str(root)!r} (data.dataset={data.dataset!r}) is not a directory; "
+            + _root_hint(data.dataset, cls)
         )
-    kwargs = dict(data["dataset_kwargs"])
+    kwargs = dict(data.dataset_kwargs)
     if split == "train":
         kwargs["pipeline"] = cdata.train_pipeline(
-            scale=data["img_scale"],
-            ratio_range=data["ratio_range"],
-            crop_size=data["crop_size"],
-            cat_max_ratio=data["cat_max_ratio"],
-            flip_prob=data["flip_prob"],
-            photometric=data["photometric"],
+            scale=data.img_scale,
+            ratio_range=data.ratio_range,
+            crop_size=data.crop_size,
+            cat_max_ratio=data.cat_max_ratio,
+            flip_prob=data.flip_prob,
+            photometric=data.photometric,
             ignore_index=kwargs.get("ignore_index", 255),
         )
     else:
-        kwargs["pipeline"] = cdata.eval_pipeline(scale=data["test_scale"])
-    kwargs["split"] = data["train_split"] if split == "train" else data["val_split"]
+        kwargs["pipeline"] = cdata.eval_pipeline(scale=data.test_scale)
+    kwargs["split"] = data.train_split if split == "train" else data.val_split
     try:
         inspect.signature(cls).bind(root, **kwargs)
     except TypeError as exc:
         raise ConfigError(
-            f"data.dataset_kwargs {dict(data['dataset_kwargs'])} do not fit {cls.__name__}: {exc}"
+            f"data.dataset_kwargs {dict(data.dataset_kwargs)} do not fit {cls.__name__}: {exc}"
         ) from None
     dataset = cls(root, **kwargs)
     check_num_classes(cfg, dataset)
     return dataset
 
 
-def check_num_classes(cfg: Mapping, dataset) -> None:
+def check_num_classes(cfg: Config, dataset) -> None:
     """Raise :class:`ConfigError` unless the model predicts as many classes as ``dataset``
-    has."""
-    model_k, data_k = model_config(cfg).num_classes, len(dataset_meta(dataset)[0])
+    has (a check between two sections that needs the dataset built)."""
+    model_k, data_k = cfg.model.config.num_classes, len(dataset_meta(dataset)[0])
     if model_k != data_k:
         raise ConfigError(
             f"the model predicts {model_k} classes (model.num_classes) but data.dataset="
-            f"{cfg['data']['dataset']!r} ({type(dataset).__name__}) has {data_k}; set "
+            f"{cfg.data.dataset!r} ({type(dataset).__name__}) has {data_k}; set "
             f"model.num_classes={data_k} or pick the matching model or dataset"
         )
 
 
-def build_train_loader(cfg: Mapping, dataset, rank: int = 0, world_size: int = 1):
+def build_train_loader(cfg: Config, dataset, rank: int = 0, world_size: int = 1):
     """The training ``DataLoader`` (:func:`condnet.data.build_dataloader`): shuffled,
     reproducible from ``runner.seed``, ``data.samples_per_gpu`` per batch on each of
     ``world_size`` processes, ``data.workers_per_gpu`` workers, incomplete batches
     dropped."""
-    data = cfg["data"]
-    batch = data["samples_per_gpu"]
+    batch = cfg.data.samples_per_gpu
     per_rank = math.ceil(len(dataset) / world_size)
     if per_rank < batch:
         raise ValueError(
@@ -152,11 +111,11 @@ def build_train_loader(cfg: Mapping, dataset, rank: int = 0, world_size: int = 1
             f"{world_size} process(es)), fewer than data.samples_per_gpu={batch}: "
             "no full batch to train on"
         )
-    workers = data["workers_per_gpu"]
+    workers = cfg.data.workers_per_gpu
     return cdata.build_dataloader(
         dataset,
         batch,
-        seed=cfg["runner"]["seed"],
+        seed=cfg.runner.seed,
         shuffle=True,
         num_workers=workers,
         drop_last=True,

@@ -1,4 +1,4 @@
-"""Process groups under ``torchrun``, and the few collectives the tools need.
+"""Devices, process groups under ``torchrun``, and the few collectives the tools need.
 
 One process needs nothing: every function here works without a process group
 (rank 0 of 1). Under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in the
@@ -9,7 +9,9 @@ the CPU.
 from __future__ import annotations
 
 import os
+import platform
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -66,6 +68,19 @@ def local_device(device: str | torch.device) -> torch.device:
     if device.type == "cuda" and device.index is None:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return device
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU model from /proc/cpuinfo where there is one."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def get_rank() -> int:

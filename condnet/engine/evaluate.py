@@ -18,7 +18,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -27,20 +26,21 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from condnet.data import SegDataset, collate_samples
-from condnet.nn import ConditionalClassifier
+from condnet.models import InferenceConfig
 
+from .amp import AMP_DTYPES, autocast
 from .metrics import ConfusionMatrix
 from .visualize import denormalize, guidance_grid, overlay, save_image
 
-__all__ = ["AMP_DTYPES", "evaluate", "has_guidance"]
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+__all__ = ["evaluate", "has_guidance"]
 
 
 def has_guidance(model: torch.nn.Module) -> bool:
-    """Whether ``model.decode`` returns guide logits (a CondNet conditional classifier)."""
-    head = getattr(model, "decode_head", None)
-    return head is not None and any(isinstance(m, ConditionalClassifier) for m in head.modules())
+    """Whether ``model.decode`` returns guide logits (a CondNet conditional classifier):
+    :attr:`condnet.models.Segmentor.has_guidance`, False for other models."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    return bool(getattr(model, "has_guidance", False))
 
 
 def _rank_world() -> tuple[int, int]:
@@ -102,11 +102,7 @@ def evaluate(
     class_names: Sequence[str],
     palette: Sequence[Sequence[int]],
     device: str | torch.device = "cpu",
-    mode: str | None = None,
-    crop_size: int | tuple[int, int] | None = None,
-    stride: int | tuple[int, int] | None = None,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
+    inference: InferenceConfig | None = None,
     amp: str | None = None,
     show_dir: str | os.PathLike | None = None,
     opacity: float = 0.5,
@@ -125,8 +121,8 @@ def evaluate(
         dataset: an evaluation dataset (see the module docstring).
         num_classes, class_names, palette: of the dataset.
         device: where to run (``"cuda"`` is the current CUDA device).
-        mode, crop_size, stride, scales, flip: passed to ``model.predict``
-            (mode None: the model's ``test_cfg``).
+        inference: how ``model.predict`` runs (None: the model's ``test_cfg``);
+            the tools resolve it with :func:`condnet.models.resolve_inference`.
         amp: None, ``"bf16"`` or ``"fp16"``: ``torch.autocast`` on ``device``.
         show_dir: write ``<stem>.png``, the prediction over the image (``opacity``).
         guidance_dir: write ``<stem>.png``, the guidance-map grid of the classes
@@ -174,11 +170,6 @@ def evaluate(
         generator=torch.Generator(),
         pin_memory=device.type == "cuda",
     )
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp]) if amp else nullcontext()
-    )
-    predict_kwargs = dict(mode=mode, crop_size=crop_size, stride=stride, scales=tuple(scales))
-    predict_kwargs["flip"] = flip
     show_dir = Path(show_dir) if show_dir is not None else None
     guidance_dir = Path(guidance_dir) if guidance_dir is not None else None
 
@@ -193,8 +184,8 @@ def evaluate(
                 img = sample["img"].to(device, non_blocking=True)[None]
                 gt = sample["gt_semantic_seg"].to(device, non_blocking=True)
                 size = tuple(gt.shape[-2:])
-                with autocast:
-                    logits = model.predict(img, out_size=size, **predict_kwargs)
+                with autocast(device.type, amp):
+                    logits = model.predict(img, inference, out_size=size)
                 pred = logits.argmax(1)[0]
                 confusion.update(pred, gt)
                 stem = _stem(sample.get("filename"), int(sample.get("index", 0)))
@@ -205,7 +196,7 @@ def evaluate(
                         overlay(picture, pred.cpu(), palette, opacity), show_dir / f"{stem}.png"
                     )
                 if guidance_dir is not None:
-                    with autocast:
+                    with autocast(device.type, amp):
                         _, guide = model.decode(img)
                     probs = F.interpolate(
                         guide.float(), size=size, mode="bilinear", align_corners=False

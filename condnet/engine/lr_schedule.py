@@ -19,24 +19,16 @@ a decayed optimizer state keeps the right base.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
 
-POLICIES = ("poly", "constant")
-WARMUPS = (None, "linear")
+from .config import LrConfig
 
 
-def _real(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number; got {value!r}")
-    return float(value)
-
-
-def _count(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
+def _iteration(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0; got {value!r}")
     return value
 
 
@@ -45,46 +37,22 @@ class IterLRScheduler:
 
     Args:
         optimizer: the optimizer whose groups it drives.
-        max_iters: the length of training (>= 1).
-        policy: ``"poly"`` or ``"constant"``.
-        power: the poly exponent (> 0).
-        min_lr: the poly floor (>= 0), absolute.
-        warmup: None or ``"linear"``.
-        warmup_iters: warm-up length in iterations (>= 0).
-        warmup_ratio: the warm-up's starting fraction, in (0, 1].
+        config: the config's ``lr_config`` section
+            (:class:`~condnet.engine.config.LrConfig`: ``policy`` "poly" or
+            "constant", the poly ``power`` and absolute ``min_lr``, ``warmup`` None
+            or "linear", ``warmup_iters``, ``warmup_ratio``), checked when it was made.
+        max_iters: the length of training, ``runner.max_iters`` (checked by
+            :class:`~condnet.engine.config.RunnerConfig`).
 
     Call :meth:`step` with the 0-based iteration before each optimizer step.
     """
 
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        max_iters: int,
-        policy: str = "poly",
-        power: float = 0.9,
-        min_lr: float = 1e-4,
-        warmup: str | None = None,
-        warmup_iters: int = 0,
-        warmup_ratio: float = 1e-6,
-    ) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, config: LrConfig, max_iters: int) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer; got {type(optimizer)}")
-        self.max_iters = _count(max_iters, "max_iters", 1)
-        if policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}; got {policy!r}")
-        self.power = _real(power, "power")
-        if self.power <= 0:
-            raise ValueError(f"power must be > 0; got {power!r}")
-        self.min_lr = _real(min_lr, "min_lr")
-        if self.min_lr < 0:
-            raise ValueError(f"min_lr must be >= 0; got {min_lr!r}")
-        if warmup not in WARMUPS:
-            raise ValueError(f"warmup must be one of {WARMUPS}; got {warmup!r}")
-        self.warmup_iters = _count(warmup_iters, "warmup_iters", 0)
-        self.warmup_ratio = _real(warmup_ratio, "warmup_ratio")
-        if not 0 < self.warmup_ratio <= 1:
-            raise ValueError(f"warmup_ratio must be in (0, 1]; got {warmup_ratio!r}")
-        self.optimizer, self.policy, self.warmup = optimizer, policy, warmup
+        if not isinstance(config, LrConfig):
+            raise TypeError(f"config must be an LrConfig; got {type(config).__name__}")
+        self.optimizer, self.config, self.max_iters = optimizer, config, max_iters
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
@@ -92,15 +60,15 @@ class IterLRScheduler:
 
     def lr_at(self, iteration: int) -> list[float]:
         """The lr of every group at ``iteration``, without setting it."""
-        it = _count(iteration, "iteration", 0)
-        if self.policy == "poly":
-            coeff = (1 - min(it, self.max_iters) / self.max_iters) ** self.power
-            regular = [(base - self.min_lr) * coeff + self.min_lr for base in self.base_lrs]
+        it, cfg = _iteration(iteration, "iteration"), self.config
+        if cfg.policy == "poly":
+            coeff = (1 - min(it, self.max_iters) / self.max_iters) ** cfg.power
+            regular = [(base - cfg.min_lr) * coeff + cfg.min_lr for base in self.base_lrs]
         else:
             regular = list(self.base_lrs)
-        if self.warmup is None or it >= self.warmup_iters:
+        if cfg.warmup is None or it >= cfg.warmup_iters:
             return regular
-        k = (1 - it / self.warmup_iters) * (1 - self.warmup_ratio)
+        k = (1 - it / cfg.warmup_iters) * (1 - cfg.warmup_ratio)
         return [lr * (1 - k) for lr in regular]
 
     def step(self, iteration: int) -> list[float]:
@@ -126,4 +94,4 @@ class IterLRScheduler:
         if last is None:
             self.last_iteration = None
         else:
-            self.step(_count(last, "last_iteration", 0))
+            self.step(_iteration(last, "last_iteration"))

@@ -7,7 +7,7 @@ and every interval count iterations, as in mmseg's iteration-based runner.
 
 Nothing finished is ever lost:
 
-- checkpoints are written atomically (:mod:`condnet.engine.checkpoint`): a
+- checkpoints are written atomically (:mod:`condnet.checkpoint_files`): a
   kill leaves the previous files whole;
 - ``iter_N.pth`` every ``checkpoint.interval`` iterations and at the end,
   ``best.pth`` whenever the validation metric improves, and ``latest.pth``
@@ -36,23 +36,19 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..checkpoint_files import load_checkpoint
+from ..models import resolve_inference
 from . import dist
+from .amp import autocast
 from .builders import build_dataset, build_model, build_train_loader, dataset_meta
-from .checkpoint import (
-    CheckpointManager,
-    capture_rng_state,
-    load_checkpoint,
-    load_weights,
-    restore_rng_state,
-    save_atomic,
-)
+from .checkpoint import CheckpointManager
 from .config import Config, format_config
 from .evaluate import evaluate
 from .logger import RunLogger, format_duration, memory_mb
 from .lr_schedule import IterLRScheduler
 from .optim import build_optimizer
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+from .rng_state import capture_rng_state, restore_rng_state
+from .weights import load_weights
 
 
 class _TrainStep(nn.Module):
@@ -135,9 +131,6 @@ class Trainer:
         runner = cfg.runner
         self.max_iters = runner.max_iters
         self.accumulate = runner.accumulate_steps
-        if runner.amp is not None and runner.amp not in AMP_DTYPES:
-            raise ValueError(f"runner.amp must be None or one of {sorted(AMP_DTYPES)}")
-        self.amp_dtype = AMP_DTYPES.get(runner.amp)
 
         seed_everything(runner.seed, runner.deterministic)
         self.model = build_model(cfg).to(self.device)
@@ -146,6 +139,9 @@ class Trainer:
         # After the (identical) initialisation, each rank draws its own dropout masks.
         torch.manual_seed(runner.seed + self.rank)
 
+        # Resolved now, so that a setting that does not fit fails here, not at the
+        # first evaluation; tools/test.py resolves its settings the same way.
+        self.inference = resolve_inference(self.model.test_cfg, cfg.evaluation.inference_layer())
         self.train_set = build_dataset(cfg, "train")
         self.val_set = build_dataset(cfg, "val") if self.validate else None
         self.loader = build_train_loader(cfg, self.train_set, self.rank, self.world_size)
@@ -155,17 +151,7 @@ class Trainer:
                 f"data.samples_per_gpu={cfg.data.samples_per_gpu} per process"
             )
         self.optimizer = build_optimizer(self.model, cfg.optimizer)
-        lr = cfg.lr_config
-        self.scheduler = IterLRScheduler(
-            self.optimizer,
-            self.max_iters,
-            policy=lr.policy,
-            power=lr.power,
-            min_lr=lr.min_lr,
-            warmup=lr.warmup,
-            warmup_iters=lr.warmup_iters,
-            warmup_ratio=lr.warmup_ratio,
-        )
+        self.scheduler = IterLRScheduler(self.optimizer, cfg.lr_config, self.max_iters)
         self.scaler = torch.amp.GradScaler(self.device.type) if runner.amp == "fp16" else None
         step = _TrainStep(self.model)
         if self.world_size > 1:
@@ -240,7 +226,7 @@ class Trainer:
 
     def _save_latest(self) -> None:
         if dist.is_main():
-            save_atomic(self.state(), self.work_dir / "latest.pth")
+            self.checkpoints.save_latest(self.state())
         dist.barrier()
 
     # -- loop --------------------------------------------------------------------
@@ -276,13 +262,8 @@ class Trainer:
                 img = img.contiguous(memory_format=torch.channels_last)
             last = micro == self.accumulate - 1
             sync = model.no_sync() if self.world_size > 1 and not last else nullcontext()
-            autocast = (
-                torch.autocast(self.device.type, dtype=self.amp_dtype)
-                if self.amp_dtype is not None
-                else nullcontext()
-            )
             with sync:
-                with autocast:
+                with autocast(self.device.type, self.cfg.runner.amp):
                     losses = model(img, label)
                 loss = losses["loss"]
                 if not torch.isfinite(loss):
@@ -320,9 +301,7 @@ class Trainer:
             class_names=names,
             palette=palette,
             device=self.device,
-            mode=ev.mode,
-            crop_size=ev.crop_size,
-            stride=ev.stride,
+            inference=self.inference,
             amp=self.cfg.runner.amp,
             batch_size=ev.samples_per_gpu,
             num_workers=ev.workers_per_gpu,

@@ -10,30 +10,15 @@ Example::
     twin = conditional_twin(build_model("condnet_r50-d8_ade20k-plain"))  # warm start
 """
 
-import importlib
-
 from .backbones import BACKBONES, build_backbone
 from .heads import ASPPHead, FCNHead, SepASPPHead, UPerHead
 from .inference import ADE20K_TTA_SCALES, aug_inference, slide_inference, whole_inference
+from .inference_config import InferenceConfig, check_inference_fields, resolve_inference
 from .losses import CondNetLoss
-from .segmentor import InferenceConfig, Segmentor
+from .released import convert_released, infer_model_name, load_released, read_released
+from .segmentor import Segmentor
 from .twin import conditional_twin, conditional_twin_state_dict, twin_name
 from .zoo import MODEL_CONFIGS, PLAIN_SUFFIX, ModelConfig, build_model, get_config, list_models
-
-# ``released`` is also a command line entry point (``python -m condnet.models.released``);
-# it loads on first use, so that running it does not import it twice.
-_LAZY = {
-    "convert_released": "released",
-    "infer_model_name": "released",
-    "load_released": "released",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 __all__ = [
     "ADE20K_TTA_SCALES",
@@ -51,6 +36,7 @@ __all__ = [
     "aug_inference",
     "build_backbone",
     "build_model",
+    "check_inference_fields",
     "conditional_twin",
     "conditional_twin_state_dict",
     "convert_released",
@@ -58,6 +44,8 @@ __all__ = [
     "infer_model_name",
     "list_models",
     "load_released",
+    "resolve_inference",
+    "read_released",
     "slide_inference",
     "twin_name",
     "whole_inference",

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .checkpoint_file import load_untrusted
+from condnet.checkpoint_files import load_tensors, read_state_dict, state_dict_of
 
 ARCHS = ("resnet", "swin")
 
@@ -42,6 +42,8 @@ _RESNET_CLASSIFIER = re.compile(r"^fc\.")
 _SWIN_CLASSIFIER = re.compile(r"^(head|norm)\.")
 # Buffers that are recomputed, never loaded.
 _SWIN_BUFFERS = re.compile(r"\.(relative_position_index|attn_mask)$")
+# Wrappers around the tensors: mmcv's, and the official Swin release's.
+_WRAPPERS = ("state_dict", "model")
 _MMSEG_STEM = {"0": "conv1.0", "1": "conv1.1", "3": "conv1.3", "4": "conv1.4", "6": "conv1.6"}
 
 
@@ -168,47 +170,30 @@ def unwrap_state_dict(checkpoint: Mapping) -> dict[str, torch.Tensor]:
 
     Looks inside ``"state_dict"`` (mmcv) and ``"model"`` (official Swin),
     strips a ``module.`` prefix (DataParallel) and, when some keys start with
-    ``backbone.`` (a whole segmentor), keeps only those, without the prefix.
+    ``backbone.`` (a whole segmentor), keeps only those, without the prefix
+    (see :func:`condnet.checkpoint_files.state_dict_of`).
     """
-    if not isinstance(checkpoint, Mapping):
-        raise TypeError(f"checkpoint must be a mapping; got {type(checkpoint).__name__}")
-    for wrapper in ("state_dict", "model"):
-        if isinstance(checkpoint.get(wrapper), Mapping):
-            checkpoint = checkpoint[wrapper]
-    state = dict(checkpoint)
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    if any(k.startswith("backbone.") for k in state):
-        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-    bad = sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
-    if bad:
-        raise ValueError(f"checkpoint values must be tensors; these are not: {bad[:10]}")
-    return state
+    return _backbone_part(state_dict_of(checkpoint, wrappers=_WRAPPERS))
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """``torch.load(path, map_location="cpu", weights_only=True)``, unwrapped
     with :func:`unwrap_state_dict`."""
-    checkpoint = load_untrusted(path, "pretrained checkpoint")
-    return unwrap_state_dict(checkpoint)
+    return _backbone_part(read_state_dict(path, what="pretrained checkpoint", wrappers=_WRAPPERS))
 
 
-def _show(items: list[str], limit: int = 30) -> str:
-    """A list for an error message, cut after ``limit`` entries."""
-    if len(items) <= limit:
-        return str(items)
-    return f"{items[:limit]} and {len(items) - limit} more"
+def _backbone_part(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if any(k.startswith("backbone.") for k in state):
+        return {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    return state
 
 
 def _optional_keys(model_keys: set[str], given: set[str], arch: str) -> set[str]:
-    """Model keys a checkpoint may lack: BN batch counters (PyTorch fills them
-    in) and, for Swin ImageNet checkpoints, all of the output norms at once
-    (they keep their fresh initialisation, as in mmseg)."""
-    optional = {k for k in model_keys if k.endswith(".num_batches_tracked")}
+    """Model keys a checkpoint may lack besides BN batch counters: for Swin
+    ImageNet checkpoints, all of the output norms at once (they keep their fresh
+    initialisation, as in mmseg)."""
     out_norms = {k for k in model_keys if k.startswith("out_norms.")}
-    if arch == "swin" and not out_norms & given:
-        optional |= out_norms
-    return optional
+    return out_norms if arch == "swin" and not out_norms & given else set()
 
 
 def load_backbone_weights(
@@ -233,18 +218,6 @@ def load_backbone_weights(
     else:
         raise TypeError(f"source must be a path or a state dict; got {type(source).__name__}")
     state = convert_state_dict(state, arch)
-    own = backbone.state_dict()
-    missing = set(own) - set(state) - _optional_keys(set(own), set(state), arch)
-    unexpected = set(state) - set(own)
-    mismatched = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(state) & set(own))
-        if state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"checkpoint does not fit the {type(backbone).__name__} backbone: "
-            f"missing keys {_show(sorted(missing))}, unexpected keys {_show(sorted(unexpected))}, "
-            f"shape mismatches {_show(mismatched)}"
-        )
-    backbone.load_state_dict({**own, **state}, strict=True)
+    optional = _optional_keys(set(backbone.state_dict()), set(state), arch)
+    target = f"the {type(backbone).__name__} backbone"
+    load_tensors(backbone, state, optional=optional, target=target)

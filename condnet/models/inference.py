@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .inference_config import InferenceConfig, size_pair
+
 __all__ = ["ADE20K_TTA_SCALES", "aug_inference", "slide_inference", "whole_inference"]
 
 # The multi-scale test of the ADE20K configs of mmseg (and of CondNet).
@@ -28,16 +30,6 @@ ADE20K_TTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 ForwardFn = Callable[[torch.Tensor], torch.Tensor]
 Size = tuple[int, int]
-
-
-def _pair(value: object, name: str) -> Size:
-    """A positive int or a pair of them -> (h, w)."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair
-    ):
-        raise ValueError(f"{name} must be a positive int or a pair of them; got {value!r}")
-    return pair  # type: ignore[return-value]
 
 
 def _check_img(img: object) -> torch.Tensor:
@@ -49,7 +41,7 @@ def _check_img(img: object) -> torch.Tensor:
 
 
 def _out_size(out_size: object, img: torch.Tensor) -> Size:
-    return tuple(img.shape[-2:]) if out_size is None else _pair(out_size, "out_size")
+    return tuple(img.shape[-2:]) if out_size is None else size_pair(out_size, "out_size")
 
 
 def _run(forward_fn: ForwardFn, img: torch.Tensor, num_classes: int | None) -> torch.Tensor:
@@ -130,13 +122,8 @@ def slide_inference(
     """
     img = _check_img(img)
     num_classes = _check_num_classes(num_classes)
-    crop_h, crop_w = _pair(crop_size, "crop_size")
-    stride_h, stride_w = _pair(stride, "stride")
-    if stride_h > crop_h or stride_w > crop_w:
-        raise ValueError(
-            f"stride must not exceed crop_size in either direction (pixels would be "
-            f"skipped); got stride={(stride_h, stride_w)}, crop_size={(crop_h, crop_w)}"
-        )
+    window = InferenceConfig("slide", crop_size, stride)  # checks the window
+    (crop_h, crop_w), (stride_h, stride_w) = window.crop_size, window.stride
     size = _out_size(out_size, img)
     B, _, H, W = img.shape
     rows = max(H - crop_h + stride_h - 1, 0) // stride_h + 1
@@ -196,27 +183,21 @@ def aug_inference(
     """
     img = _check_img(img)
     num_classes = _check_num_classes(num_classes)
-    if mode not in ("whole", "slide"):
-        raise ValueError(f"mode must be 'whole' or 'slide'; got {mode!r}")
-    if mode == "slide" and (crop_size is None or stride is None):
-        raise ValueError("mode='slide' needs crop_size and stride")
+    settings = InferenceConfig(mode, crop_size, stride, scales, flip)  # checks them all
     if output not in ("logits", "probs"):
         raise ValueError(f"output must be 'logits' or 'probs'; got {output!r}")
-    scales = tuple(scales) if isinstance(scales, (tuple, list)) else (scales,)
-    if not scales or not all(
-        isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in scales
-    ):
-        raise ValueError(f"scales must be a non-empty sequence of positive numbers; got {scales!r}")
     size = _out_size(out_size, img)
     H, W = img.shape[-2:]
     total, runs = None, 0
-    for scale in scales:
+    for scale in settings.scales:
         scaled_size = (max(int(H * scale + 0.5), 1), max(int(W * scale + 0.5), 1))
         scaled = _resize(img, scaled_size)
-        for flipped in (False, True) if flip else (False,):
+        for flipped in (False, True) if settings.flip else (False,):
             view = scaled.flip(-1) if flipped else scaled
-            if mode == "slide":
-                out = slide_inference(forward_fn, view, num_classes, crop_size, stride)
+            if settings.mode == "slide":
+                out = slide_inference(
+                    forward_fn, view, num_classes, settings.crop_size, settings.stride
+                )
             else:
                 # Resized to the scaled image first, then to out_size, as mmseg
                 # does (two bilinear steps differ slightly from one).

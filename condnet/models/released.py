@@ -1,7 +1,8 @@
 """Importing the released CondNet checkpoints (mmseg ``EncoderDecoder`` state
-dicts) into :class:`~condnet.models.Segmentor`, and a converter CLI::
+dicts) into :class:`~condnet.models.Segmentor`. ``tools/convert_released.py``
+converts a file once::
 
-    python -m condnet.models.released IN.pth OUT.pth [--model NAME]
+    python tools/convert_released.py IN.pth OUT.pth [--model NAME]
 
 Key mapping (mmseg -> condnet):
 
@@ -23,20 +24,17 @@ and number of classes (150 ADE20K, 59 Pascal Context, 19 Cityscapes).
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import sys
-import tempfile
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from condnet.checkpoint_files import load_tensors, read_state_dict
 from condnet.nn import ConditionalClassifier
 
 from .backbone_weights import convert_state_dict
-from .checkpoint_file import load_untrusted
 from .segmentor import Segmentor
 from .zoo import MODEL_CONFIGS, build_model
 
@@ -46,7 +44,6 @@ _HEAD_RENAMES = (
     ("decode_head.conv_seg.", "decode_head.classifier.conv_seg."),
     ("auxiliary_head.conv_seg.", "auxiliary_head.classifier.conv_seg."),
 )
-_SHOWN = 20  # keys listed per kind in error messages
 
 
 def read_released(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
@@ -56,29 +53,9 @@ def read_released(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor
     that pickles anything but tensors and plain containers is refused), or an
     already loaded checkpoint. Unwraps ``"state_dict"`` (mmcv's wrapper, next
     to ``"meta"`` and maybe ``"optimizer"``) and a DataParallel ``module.``
-    prefix.
+    prefix (see :func:`condnet.checkpoint_files.read_state_dict`).
     """
-    if isinstance(source, (str, os.PathLike)):
-        checkpoint = load_untrusted(source)
-    elif isinstance(source, Mapping):
-        checkpoint = source
-    else:
-        raise ValueError(
-            f"source must be a checkpoint path or a state dict; got {type(source).__name__}"
-        )
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"checkpoint must hold a mapping; got {type(checkpoint).__name__}")
-    if isinstance(checkpoint.get("state_dict"), Mapping):
-        checkpoint = checkpoint["state_dict"]
-    state = dict(checkpoint)
-    if state and all(str(k).startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    bad = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
-    if bad:
-        raise ValueError(f"checkpoint values must be tensors; these are not: {bad[:_SHOWN]}")
-    if not state:
-        raise ValueError("checkpoint holds no tensors")
-    return state
+    return read_state_dict(source)
 
 
 def _backbone_arch(state: Mapping[str, torch.Tensor]) -> str:
@@ -150,7 +127,9 @@ def infer_model_name(state: Mapping[str, torch.Tensor]) -> str:
     return found[0]
 
 
-def _check_layout(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+def check_layout(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Raises ValueError when a conditional classifier of ``model`` has the per-class
+    layout while ``state`` (converted keys) holds the official one."""
     for name, module in model.named_modules():
         if isinstance(module, ConditionalClassifier) and module.layout != "official":
             if any(k.startswith(f"{name}.filter_project.") for k in state):
@@ -158,41 +137,6 @@ def _check_layout(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
                     f"{name} has layout={module.layout!r}; released checkpoints hold the "
                     "official layout: build the model with layout='official'"
                 )
-
-
-def _shown(keys) -> str:
-    keys = sorted(keys)
-    more = f" ... and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else ""
-    return f"{keys[:_SHOWN]}{more}"
-
-
-def load_converted(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool = True):
-    """Loads condnet-named tensors into ``model``.
-
-    Raises a ValueError listing the missing keys, the unexpected keys (both
-    only when ``strict``) and the keys whose shapes differ (always). BatchNorm
-    ``num_batches_tracked`` counters may be missing.
-    """
-    own = model.state_dict()
-    optional = {k for k in own if k.endswith(".num_batches_tracked")}
-    missing = set(own) - set(state) - optional
-    unexpected = set(state) - set(own)
-    mismatched = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(state) & set(own))
-        if state[k].shape != own[k].shape
-    ]
-    if mismatched or (strict and (missing or unexpected)):
-        parts = []
-        if missing and strict:
-            parts.append(f"missing keys ({len(missing)}): {_shown(missing)}")
-        if unexpected and strict:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_shown(unexpected)}")
-        if mismatched:
-            parts.append(f"shape mismatches ({len(mismatched)}): {mismatched[:_SHOWN]}")
-        raise ValueError(f"checkpoint does not fit the model: {'; '.join(parts)}")
-    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
-    return model
 
 
 def load_released(
@@ -227,51 +171,5 @@ def load_released(
         model = build_model(name if name is not None else infer_model_name(state))
     elif not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module; got {type(model).__name__}")
-    _check_layout(model, state)
-    return load_converted(model, state, strict=strict)
-
-
-def _save_atomically(state: Mapping[str, torch.Tensor], path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".condnet-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(state), f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m condnet.models.released",
-        description="Convert a released CondNet (mmseg) checkpoint to a condnet state dict, "
-        "checked by a strict load into the model.",
-    )
-    parser.add_argument("input", help="released checkpoint (.pth)")
-    parser.add_argument("output", help="where to write the condnet state dict")
-    parser.add_argument(
-        "--model", default=None, help="model name (default: inferred from the checkpoint)"
-    )
-    args = parser.parse_args(argv)
-    if args.model is not None and args.model not in MODEL_CONFIGS:
-        parser.error(f"unknown model {args.model!r}; valid names: {', '.join(MODEL_CONFIGS)}")
-    try:
-        state = convert_released(read_released(args.input))
-        name = args.model or infer_model_name(state)
-        model = build_model(name)
-        _check_layout(model, state)
-        load_converted(model, state, strict=True)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    _save_atomically(model.state_dict(), args.output)
-    count = sum(t.numel() for t in model.state_dict().values())
-    print(f"{name}: wrote {len(model.state_dict())} tensors ({count} values) to {args.output}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    check_layout(model, state)
+    return load_tensors(model, state, strict=strict)

@@ -4,55 +4,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from condnet.nn import ConditionalClassifier
+
 from . import inference
 from .heads.layers import resize
+from .inference_config import InferenceConfig, resolve_inference
 from .losses import CondNetLoss
 
-INFERENCE_MODES = ("whole", "slide")
 OUTPUTS = ("logits", "probs")
-
-
-def _pair(value, name: str) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    if (
-        not isinstance(value, Sequence)
-        or len(value) != 2
-        or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)
-    ):
-        raise ValueError(f"{name} must be a positive int or a pair (h, w) of them; got {value!r}")
-    return (int(value[0]), int(value[1]))
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    """How :meth:`Segmentor.predict` runs by default (mmseg's ``test_cfg``).
-
-    ``mode="whole"`` runs the full image at once; ``mode="slide"`` runs
-    ``crop_size`` windows every ``stride`` pixels and averages overlaps.
-    """
-
-    mode: str = "whole"
-    crop_size: tuple[int, int] | None = None
-    stride: tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        if self.mode not in INFERENCE_MODES:
-            raise ValueError(f"mode must be one of {INFERENCE_MODES}; got {self.mode!r}")
-        object.__setattr__(self, "crop_size", _pair(self.crop_size, "crop_size"))
-        object.__setattr__(self, "stride", _pair(self.stride, "stride"))
-        if self.mode == "slide" and (self.crop_size is None or self.stride is None):
-            raise ValueError(
-                f"mode='slide' needs crop_size and stride; got crop_size={self.crop_size}, "
-                f"stride={self.stride}"
-            )
 
 
 class Segmentor(nn.Module):
@@ -149,16 +112,22 @@ class Segmentor(nn.Module):
             aux_logits, _ = self.auxiliary_head(feats)
         return self.criterion(label, logits, guide_logits, aux_logits)
 
+    @property
+    def has_guidance(self) -> bool:
+        """Whether :meth:`decode` returns guide logits (a conditional classifier)."""
+        return any(isinstance(m, ConditionalClassifier) for m in self.decode_head.modules())
+
     @torch.no_grad()
     def predict(
         self,
         img: torch.Tensor,
+        settings: InferenceConfig | None = None,
         *,
         mode: str | None = None,
         crop_size: int | tuple[int, int] | None = None,
         stride: int | tuple[int, int] | None = None,
-        scales: Sequence[float] = (1.0,),
-        flip: bool = False,
+        scales: Sequence[float] | None = None,
+        flip: bool | None = None,
         out_size: tuple[int, int] | None = None,
         output: str = "logits",
     ) -> torch.Tensor:
@@ -166,42 +135,35 @@ class Segmentor(nn.Module):
 
         Args:
             img: (B, 3, H, W) normalised images.
-            mode, crop_size, stride: ``"whole"`` or ``"slide"`` windows; None
-                takes the value from ``test_cfg`` (the released setting).
+            settings: the :class:`InferenceConfig` to start from; default
+                ``test_cfg`` (the released setting).
+            mode, crop_size, stride: ``"whole"`` or ``"slide"`` windows.
             scales: image rescale factors; results are averaged (mmseg's
                 multi-scale test, e.g. ``condnet.models.ADE20K_TTA_SCALES``).
             flip: also run horizontally flipped images and average.
             out_size: (h, w) of the result; default the input size.
             output: ``"logits"`` or ``"probs"`` (softmax over classes).
 
+            ``mode`` .. ``flip`` left at None keep the value of ``settings``, field
+            by field (:func:`~condnet.models.resolve_inference`).
+
         Returns:
             (B, K, h, w) logits or probabilities; ``argmax(1)`` is the prediction.
         """
         self._check_img(img)
-        cfg = self.test_cfg
-        if mode is None:
-            mode = cfg.mode
-            crop_size = cfg.crop_size if crop_size is None else crop_size
-            stride = cfg.stride if stride is None else stride
-        if mode not in INFERENCE_MODES:
-            raise ValueError(f"mode must be one of {INFERENCE_MODES}; got {mode!r}")
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
-        crop_size, stride = _pair(crop_size, "crop_size"), _pair(stride, "stride")
-        if mode == "slide" and (crop_size is None or stride is None):
-            raise ValueError(
-                f"mode='slide' needs crop_size and stride; got crop_size={crop_size}, "
-                f"stride={stride}"
-            )
+        given = dict(mode=mode, crop_size=crop_size, stride=stride, scales=scales, flip=flip)
+        settings = resolve_inference(self.test_cfg if settings is None else settings, given)
         return inference.aug_inference(
             self.forward,
             img,
             self.num_classes,
-            scales=tuple(scales),
-            flip=flip,
-            mode=mode,
-            crop_size=crop_size,
-            stride=stride,
+            scales=settings.scales,
+            flip=settings.flip,
+            mode=settings.mode,
+            crop_size=settings.crop_size,
+            stride=settings.stride,
             out_size=out_size,
             output=output,
         )

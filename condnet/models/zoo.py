@@ -14,13 +14,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .backbones import build_backbone
+from condnet.nn import LAYOUTS
+
+from .backbones import BACKBONES, build_backbone
 from .heads import CLASSIFIERS, ASPPHead, FCNHead, SepASPPHead, UPerHead
+from .inference_config import InferenceConfig, check_inference_fields, check_window
 from .losses import CondNetLoss
-from .segmentor import INFERENCE_MODES, InferenceConfig, Segmentor, _pair
+from .segmentor import Segmentor
 
 HEADS = ("sep_aspp", "aspp", "uper")
 PLAIN_SUFFIX = "-plain"
+# ModelConfig's names of the InferenceConfig fields of its test setting.
+_TEST_KEYS = {"mode": "test_mode", "crop_size": "test_crop_size", "stride": "test_stride"}
 
 
 @dataclass(frozen=True)
@@ -33,8 +38,6 @@ class ModelConfig:
             ("resnet50_v1c", "resnet101_v1c", "swin_base_w12").
         head: "sep_aspp" (DeepLabV3+), "aspp" (DeepLabV3) or "uper" (UPerNet).
         num_classes: K.
-        dataset: the dataset the configuration was made for (informative).
-        crop_size: training crop (h, w) (informative; the data pipeline crops).
         classifier: "conditional" (CondNet) or "plain" (the 1x1-conv baseline).
         layout: the conditional classifier's parameter layout, "official"
             (loads released checkpoints) or "per_class".
@@ -46,12 +49,11 @@ class ModelConfig:
         dropout: ``Dropout2d`` before both classifiers.
         auxiliary: whether to add the auxiliary FCN head on backbone stage 3.
         aux_channels: its width.
-        backend: backend of the fused conditional-classifier ops (None: global).
         backbone_kwargs: passed to ``build_backbone`` (timm constructor
             arguments, e.g. ``drop_path_rate``; Swin also takes ``embed_dim``,
             ``depths``, ``num_heads``, ``window_size``).
         test_mode, test_crop_size, test_stride: :meth:`Segmentor.predict`'s
-            defaults ("whole", or "slide" windows).
+            defaults ("whole", or "slide" windows), the model's ``test_cfg``.
         seg_weight, guidance_weight, aux_weight, ignore_index,
             dice_ignore_mode: the :class:`~condnet.models.losses.CondNetLoss`.
     """
@@ -59,8 +61,6 @@ class ModelConfig:
     backbone: str
     head: str
     num_classes: int
-    dataset: str = "custom"
-    crop_size: tuple[int, int] = (512, 512)
     classifier: str = "conditional"
     layout: str = "official"
     channels: int = 512
@@ -70,7 +70,6 @@ class ModelConfig:
     dropout: float = 0.1
     auxiliary: bool = True
     aux_channels: int = 256
-    backend: str | None = None
     backbone_kwargs: Mapping[str, object] = field(default_factory=dict)
     test_mode: str = "whole"
     test_crop_size: tuple[int, int] | None = None
@@ -82,20 +81,27 @@ class ModelConfig:
     dice_ignore_mode: str = "exclude"
 
     def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(
+                f"backbone must be one of {', '.join(BACKBONES)}; got {self.backbone!r}"
+            )
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}; got {self.head!r}")
+        k = self.num_classes
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"num_classes must be an int >= 1; got {k!r}")
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}; got {self.classifier!r}")
-        object.__setattr__(self, "crop_size", _pair(self.crop_size, "crop_size"))
-        if self.test_mode not in INFERENCE_MODES:
-            raise ValueError(f"test_mode must be one of {INFERENCE_MODES}; got {self.test_mode!r}")
-        for name in ("test_crop_size", "test_stride"):
-            object.__setattr__(self, name, _pair(getattr(self, name), name))
-        if self.test_mode == "slide" and (self.test_crop_size is None or self.test_stride is None):
-            raise ValueError(
-                "test_mode='slide' needs test_crop_size and test_stride; got "
-                f"test_crop_size={self.test_crop_size}, test_stride={self.test_stride}"
-            )
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}; got {self.layout!r}")
+        # The test setting is an InferenceConfig's, checked by its rules under these names.
+        test = check_inference_fields(
+            {"mode": self.test_mode, "crop_size": self.test_crop_size, "stride": self.test_stride},
+            _TEST_KEYS,
+        )
+        check_window(test["mode"], test["crop_size"], test["stride"], _TEST_KEYS)
+        for name, key in _TEST_KEYS.items():
+            object.__setattr__(self, key, test[name])
         for name in ("dilations", "pool_scales"):
             value = getattr(self, name)
             if isinstance(value, Sequence) and not isinstance(value, str):
@@ -106,12 +112,27 @@ class ModelConfig:
             )
         object.__setattr__(self, "backbone_kwargs", MappingProxyType(dict(self.backbone_kwargs)))
 
+    def __reduce__(self):
+        # Rebuilt through the constructor: a mappingproxy (backbone_kwargs) cannot be pickled.
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["backbone_kwargs"] = dict(self.backbone_kwargs)
+        return (_model_config, (values,))
+
+    @property
+    def test_cfg(self) -> InferenceConfig:
+        """The test setting as :meth:`Segmentor.predict` takes it."""
+        return InferenceConfig(self.test_mode, self.test_crop_size, self.test_stride)
+
+
+def _model_config(values: dict) -> ModelConfig:
+    return ModelConfig(**values)
+
 
 def _released() -> dict[str, ModelConfig]:
-    ade = dict(num_classes=150, dataset="ade20k", crop_size=(512, 512))
-    context = dict(num_classes=59, dataset="pascal_context_59", crop_size=(480, 480))
+    ade = dict(num_classes=150)
+    context = dict(num_classes=59)
     context_test = dict(test_mode="slide", test_crop_size=(480, 480), test_stride=(320, 320))
-    city = dict(num_classes=19, dataset="cityscapes", crop_size=(512, 1024))
+    city = dict(num_classes=19)
     r50, r101 = dict(backbone="resnet50_v1c"), dict(backbone="resnet101_v1c")
     deeplab = dict(head="sep_aspp")
     conditional = {
@@ -169,7 +190,6 @@ def _build_head(config: ModelConfig, channels: Sequence[int]):
         classifier=config.classifier,
         layout=config.layout,
         dropout=config.dropout,
-        backend=config.backend,
     )
     if config.dilations is not None:
         if config.head == "uper":
@@ -234,14 +254,13 @@ def build_model(
         ignore_index=config.ignore_index,
         dice_ignore_mode=config.dice_ignore_mode,
     )
-    test_cfg = InferenceConfig(config.test_mode, config.test_crop_size, config.test_stride)
     model = Segmentor(
         backbone,
         decode_head,
         auxiliary_head,
         loss,
         num_classes=config.num_classes,
-        test_cfg=test_cfg,
+        test_cfg=config.test_cfg,
     )
     model.config = config
     return model

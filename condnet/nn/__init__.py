@@ -5,6 +5,7 @@ from .convert import conditional_classifiers, make_conditional
 from .discovery import find_classifiers
 from .drop_in import INITS, DropInConditionalClassifier
 from .guidance import guidance_loss
+from .op_backend import set_backend
 from .warm_start import warm_start_, warm_start_tensors
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "find_classifiers",
     "guidance_loss",
     "make_conditional",
+    "set_backend",
     "warm_start_",
     "warm_start_tensors",
 ]

@@ -41,8 +41,13 @@ class ConditionalClassifier(nn.Module):
             (``filter_weight``, ``filter_bias``); the same parameter count.
         dropout: ``Dropout2d`` probability on the features (0 disables it);
             0.1 as in the released heads.
-        backend: backend for the fused ops (see :func:`condnet.ops.use_backend`);
-            None follows the global choice.
+
+    Attributes:
+        backend: the backend of this module's fused ops, None (the default) to
+            follow :func:`condnet.ops.use_backend` and ``CONDNET_BACKEND``. It
+            is not a constructor argument: set it after building, for every
+            classifier of a model at once, with :func:`condnet.nn.set_backend`.
+            Set, it wins over ``use_backend`` blocks and the environment.
 
     Initialisation follows the released model (mmcv ``ConvModule``): Kaiming
     normal weights (fan_out, ReLU gain), zero biases. The per-class layout
@@ -55,7 +60,6 @@ class ConditionalClassifier(nn.Module):
         num_classes: int,
         layout: str = "official",
         dropout: float = 0.1,
-        backend: str | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
@@ -65,11 +69,10 @@ class ConditionalClassifier(nn.Module):
             raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
-        if backend is not None and backend not in ops.BACKENDS:
-            raise ValueError(f"backend must be None or one of {ops.BACKENDS}; got {backend!r}")
         C, K = in_channels, num_classes
         self.in_channels, self.num_classes = C, K
-        self.layout, self.backend = layout, backend
+        self.layout = layout
+        self.backend: str | None = None  # see condnet.nn.set_backend
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else None
         self.guidance_project = nn.Conv2d(C, K, 1)
         if layout == "official":

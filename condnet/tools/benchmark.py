@@ -13,26 +13,32 @@ with the config's test setting (``--mode predict``, e.g. sliding windows). The
 time per batch is taken with ``perf_counter`` around the call, after a CUDA
 synchronize on either side on a GPU; the report gives its median and 20%/80%
 quantiles over ``--iters`` iterations that follow ``--warmup`` untimed ones.
+
+``--backend`` sets the backend of the model's conditional classifiers
+(:func:`condnet.nn.set_backend`), which wins over ``CONDNET_BACKEND``; a model
+without one (a plain classifier) is an error. The backend reported is the one
+the condnet ops were seen to run on in an untimed first call.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
 
 import condnet
 
 from ..engine import dist
-from ..ops import BACKENDS, use_backend
-from ..ops import backend as backend_resolution
-from .complexity import (
+from ..engine.amp import AMP_DTYPES, autocast
+from ..nn import ConditionalClassifier, set_backend
+from ..ops import BACKENDS
+from ..ops.backend import requested_backend
+from .cli_common import (
     add_config_arguments,
     add_device_argument,
     check_output_path,
@@ -41,21 +47,6 @@ from .complexity import (
     positive_int,
     write_json,
 )
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU model from /proc/cpuinfo where there is one."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,18 +78,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
-        help="condnet ops backend (default: CONDNET_BACKEND, else auto); "
-        "a model.backend set in the config takes precedence",
+        help="backend of the model's condnet ops (default: CONDNET_BACKEND, else auto); "
+        "it wins over CONDNET_BACKEND",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the results to this JSON file")
     return parser
 
 
-def resolved_backend(model: torch.nn.Module, device: torch.device) -> str:
-    """The implementation the conditional classifier's ops run on for ``device``
-    ("reference", "extension" or "triton"), as the op dispatch will pick it."""
-    fixed = getattr(getattr(model, "config", None), "backend", None)
-    return backend_resolution.resolve("dynamic_classify", device.type, fixed)
+# The op namespaces of the compiled and the Triton kernels; the reference runs plain torch.
+_NAMESPACE_BACKENDS = {"condnet": "extension", "condnet_triton": "triton"}
+
+
+class _OpRecorder(TorchFunctionMode):
+    """Notes the namespaces of the ``torch.ops`` calls made inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.namespaces: set[str] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.namespaces.add(str(func).split(".", 1)[0])  # "condnet.class_pool.default"
+        return func(*args, **(kwargs or {}))
+
+
+def observed_backend(model: torch.nn.Module, call) -> str:
+    """Runs ``call()`` once and says which implementation the condnet ops of ``model``
+    ran on: "extension", "triton" (both joined by "+" if they mixed), "reference", or
+    "none" for a model without a conditional classifier."""
+    with _OpRecorder() as recorder:
+        call()
+    seen = sorted(_NAMESPACE_BACKENDS[n] for n in recorder.namespaces & set(_NAMESPACE_BACKENDS))
+    if seen:
+        return "+".join(seen)
+    has_ops = any(isinstance(m, ConditionalClassifier) for m in model.modules())
+    return "reference" if has_ops else "none"
 
 
 def time_iterations(fn, device: torch.device, warmup: int, iters: int) -> list[float]:
@@ -119,26 +132,23 @@ def time_iterations(fn, device: torch.device, warmup: int, iters: int) -> list[f
 def run(args: argparse.Namespace, cfg, device: torch.device) -> dict:
     """Builds the model, times it and returns the results (see ``--json``)."""
     from ..engine.builders import build_model
-    from ..engine.checkpoint import load_weights
+    from ..engine.weights import load_weights
 
     model = build_model(cfg)
     if args.checkpoint is not None:
         load_weights(model, args.checkpoint)
     model = model.to(device).eval()
+    if args.backend is not None:
+        set_backend(model, args.backend)  # a plain model has no op to set it for: an error
     h, w = input_shape(cfg, args)
     img = torch.randn(args.batch_size, 3, h, w, device=device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
         img = img.contiguous(memory_format=torch.channels_last)
     forward = model if args.mode == "whole" else model.predict
-    autocast = (
-        torch.autocast(device.type, dtype=AMP_DTYPES[args.amp])
-        if args.amp
-        else contextlib.nullcontext()
-    )
-    requested = args.backend or backend_resolution.requested_backend()
-    with use_backend(requested), torch.no_grad(), autocast:
-        backend = resolved_backend(model, device)
+    requested = args.backend or requested_backend()
+    with torch.no_grad(), autocast(device.type, args.amp):
+        backend = observed_backend(model, lambda: forward(img))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         times = time_iterations(lambda: forward(img), device, args.warmup, args.iters)
@@ -147,7 +157,7 @@ def run(args: argparse.Namespace, cfg, device: torch.device) -> dict:
         "config": str(args.config),
         "checkpoint": args.checkpoint,
         "device": device.type,
-        "device_name": device_name(device),
+        "device_name": dist.device_name(device),
         "torch_version": torch.__version__,
         "condnet_version": condnet.__version__,
         "threads": torch.get_num_threads(),

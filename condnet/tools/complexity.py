@@ -1,128 +1,90 @@
-"""``tools/complexity.py CONFIG``: parameters and FLOPs of a config's model (mmseg's get_flops).
+"""``tools/complexity.py TARGET``: parameters and FLOPs per module (mmseg's get_flops).
 
-Examples::
+TARGET is a config file, a model name of :func:`condnet.models.list_models` or a
+backbone name (:data:`condnet.models.BACKBONES`). Examples::
 
     python tools/complexity.py configs/condnet/condnet_r50-d8_512x512_160k_ade20k.py
     python tools/complexity.py CONFIG --shape 512 1024 --depth 2 --json complexity.json
+    python tools/complexity.py condnet_r50-d8_ade20k --depth 1
+    python tools/complexity.py resnet50_v1c --shape 64 64
 
-The model is built on the ``meta`` device: shapes only, no memory and no
-weight initialisation, so the largest configs take a second. FLOPs are counted
-by :mod:`condnet.models.complexity` (2 per multiply-accumulate, elementwise ops
-not counted) for one forward pass of one image, as ``model(img)`` runs at test
-time; the auxiliary head is not run then, so its parameters are listed apart.
+The model is built on the ``meta`` device by default: shapes only, no memory and
+no weight initialisation, so the largest configs take a second. FLOPs are
+counted by :mod:`condnet.models.complexity` (2 per multiply-accumulate,
+elementwise ops not counted) for one forward pass of one image, as
+``model(img)`` runs at test time; the auxiliary head is not run then, so its
+parameters are listed apart.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
-from ..engine import dist
-from ..engine.config import ConfigError, load_config
+from .cli_common import (
+    add_config_arguments,
+    check_output_path,
+    input_shape,
+    load_model_config,
+    write_json,
+)
 
-
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    return value
-
-
-def device_argument(text: str) -> str:
-    """argparse type for ``--device``: cuda only where CUDA is available (other
-    names are left to the argument's choices)."""
-    if text != "cuda":
-        return text
-    try:
-        return dist.choose_device(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def add_device_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    """``--device cpu|cuda``, checked while parsing; with no default,
-    ``dist.choose_device(args.device)`` picks cuda when available."""
-    parser.add_argument(
-        "--device",
-        type=device_argument,
-        choices=("cpu", "cuda"),
-        default=default,
-        help=f"default: {default}" if default else "default: cuda when available, else cpu",
-    )
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--shape H W`` and ``--cfg-options``, as every model tool takes them."""
-    parser.add_argument(
-        "--shape",
-        type=positive_int,
-        nargs=2,
-        metavar=("H", "W"),
-        help="input height and width (default: the config's data.crop_size)",
-    )
-    parser.add_argument(
-        "--cfg-options",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config fields, e.g. model.channels=256 data.crop_size=(512,1024)",
-    )
-
-
-def load_model_config(parser: argparse.ArgumentParser, args: argparse.Namespace):
-    """The config of ``args.config`` with ``args.cfg_options``; a bad file or
-    option is an argument error. The backbone's pretrained weights are never
-    loaded: these tools time, count or export the network, or load a checkpoint."""
-    options = [*args.cfg_options, "model.pretrained_backbone=False"]
-    try:
-        return load_config(args.config, options)
-    except (ConfigError, FileNotFoundError) as err:
-        parser.error(str(err))
-
-
-def input_shape(cfg, args: argparse.Namespace) -> tuple[int, int]:
-    """``--shape`` or else the config's training crop (h, w)."""
-    return tuple(args.shape) if args.shape else tuple(cfg.data.crop_size)
-
-
-def check_output_path(parser: argparse.ArgumentParser, path: str | None, flag: str) -> None:
-    """An argument error unless ``path`` (if given) can be created: its directory exists."""
-    if path is not None and not Path(path).resolve().parent.is_dir():
-        parser.error(f"{flag}: the directory of {path} does not exist")
-
-
-def write_json(obj: dict, path: str | os.PathLike) -> None:
-    """Writes ``obj`` as JSON to ``path`` atomically (temp file + os.replace)."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+DEVICES = ("meta", "cpu", "cuda")
+DEFAULT_SHAPE = (512, 512)  # for a model or backbone name, which has no crop size
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tools/complexity.py",
-        description="Parameters and forward FLOPs of a config's model, per module.",
+        description="Parameters and forward FLOPs of a config's model (or of a model or "
+        "backbone by name), per module.",
     )
-    parser.add_argument("config", help="config file (configs/...)")
+    parser.add_argument(
+        "config", metavar="TARGET", help="config file (configs/...), model name or backbone name"
+    )
     add_config_arguments(parser)
     parser.add_argument(
         "--depth", type=int, default=2, help="module nesting depth of the table (0: totals only)"
     )
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="meta",
+        help="where to build and run it (default meta: shapes only, no compute)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the totals to this JSON file")
     return parser
+
+
+def _build(parser, args) -> tuple[torch.nn.Module, tuple[int, int]]:
+    """The network TARGET names and the input (h, w) to count it at."""
+    # The model stack loads after the arguments are parsed, so that --help stays fast.
+    from .. import models
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available on this machine")
+    target = args.config
+    if Path(target).suffix == ".py" or Path(target).exists():
+        cfg = load_model_config(parser, args)
+        from ..engine.builders import build_model
+
+        with torch.device(args.device):
+            return build_model(cfg), input_shape(cfg, args)
+    if args.cfg_options:
+        parser.error("--cfg-options applies to a config file; TARGET is a name")
+    shape = tuple(args.shape) if args.shape else DEFAULT_SHAPE
+    if target in models.BACKBONES:
+        return models.build_backbone(target, device=args.device), shape  # no init on "meta"
+    if target in models.list_models():
+        with torch.device(args.device):
+            return models.build_model(target), shape
+    parser.error(
+        f"{target!r} is not a config file, a model name ({', '.join(models.list_models())}) "
+        f"or a backbone name ({', '.join(models.BACKBONES)})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,18 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.depth < 0:
         parser.error(f"--depth must be >= 0; got {args.depth}")
     check_output_path(parser, args.json, "--json")
-    cfg = load_model_config(parser, args)
-    h, w = input_shape(cfg, args)
-
-    # Imports the model stack: after the argument checks, so that --help and
-    # argument errors stay fast.
-    from ..engine.builders import build_model
+    model, (h, w) = _build(parser, args)
     from ..models.complexity import complexity_report, format_report
 
     try:
-        with torch.device("meta"):
-            model = build_model(cfg)
-        rows = complexity_report(model, (1, 3, h, w), device="meta")
+        rows = complexity_report(model, (1, 3, h, w), device=args.device)
     except (ValueError, RuntimeError) as err:  # e.g. an input too small for the network
         print(f"error: {err}", file=sys.stderr)
         return 1

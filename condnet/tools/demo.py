@@ -35,7 +35,7 @@ from ..engine.builders import build_dataset, dataset_meta
 from ..engine.config import ConfigError, load_config
 from ..engine.evaluate import evaluate
 from ..engine.visualize import denormalize, guidance_grid, overlay, save_image
-from .complexity import add_device_argument
+from .cli_common import add_device_argument, write_json
 
 MODELS = (("plain", "plain_r18-d8_scenes.py"), ("condnet", "condnet_r18-d8_scenes.py"))
 SCENES = dict(num_train=200, num_val=50, size=192)
@@ -216,9 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     summary["total_seconds"] = total
     summary["torch"] = torch.__version__
-    tmp = work_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(work_dir / "results.json")
+    write_json(summary, work_dir / "results.json")
     print(f"figures: {', '.join(str(p) for p in figures)}")
     print(f"total time: {total:.0f} s")
     return 0

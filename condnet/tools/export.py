@@ -40,8 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoint_files import atomic_output
 from ..ops import use_backend
-from .complexity import (
+from .cli_common import (
     add_config_arguments,
     check_output_path,
     input_shape,
@@ -254,11 +255,15 @@ def verify(model: torch.nn.Module, path: Path, args: argparse.Namespace, shape) 
     return None
 
 
+class _Rejected(Exception):
+    """A check of the exported file failed: it is not moved to ``--out``."""
+
+
 def export(args: argparse.Namespace, cfg) -> str | None:
     """Builds, loads, exports to a temporary file, checks it and moves it to
     ``--out``; returns an error message instead when a check fails."""
     from ..engine.builders import build_model
-    from ..engine.checkpoint import load_weights
+    from ..engine.weights import load_weights
 
     model = build_model(cfg)
     load_weights(model, args.checkpoint)
@@ -268,23 +273,24 @@ def export(args: argparse.Namespace, cfg) -> str | None:
     dynamo = args.format == "onnx" and args.onnx_exporter == "dynamo"
     example = torch.randn(2 if dynamo and not args.static_shape else 1, 3, *shape)
     out = Path(args.out)
-    tmp = out.with_name(f"{out.name}.tmp.{os.getpid()}")
     try:
-        with torch.no_grad(), use_backend("reference"):
-            if args.format == "torchscript":
-                _export_torchscript(model, example, tmp)
-            else:
-                _export_onnx(model, example, tmp, args)
-        custom = nonstandard_ops(tmp, args.format)
-        if custom:
-            return f"the exported graph holds non-standard operators: {', '.join(custom)}"
-        if args.verify:
-            problem = verify(model, tmp, args, shape)
-            if problem:
-                return problem
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+        with atomic_output(out) as tmp:
+            with torch.no_grad(), use_backend("reference"):
+                if args.format == "torchscript":
+                    _export_torchscript(model, example, tmp)
+                else:
+                    _export_onnx(model, example, tmp, args)
+            custom = nonstandard_ops(tmp, args.format)
+            if custom:
+                raise _Rejected(
+                    f"the exported graph holds non-standard operators: {', '.join(custom)}"
+                )
+            if args.verify:
+                problem = verify(model, tmp, args, shape)
+                if problem:
+                    raise _Rejected(problem)
+    except _Rejected as rejected:  # nothing was written
+        return str(rejected)
     axes = "static shape" if args.static_shape else "dynamic batch, height and width"
     print(f"wrote {out} ({args.format}, {axes}, example input 3x{shape[0]}x{shape[1]})")
     return None

@@ -14,17 +14,20 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import math
 import sys
 from pathlib import Path
 
 from ..engine import dist
-from ..engine.config import ConfigError, load_config
+from ..engine.amp import AMP_DTYPES
 from ..engine.metrics import format_table
-from .complexity import add_device_argument
-
-MODES = ("whole", "slide")
+from .cli_common import (
+    add_cfg_options_argument,
+    add_device_argument,
+    load_config_or_exit,
+    write_json,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="multi-scale + flip test with the config's evaluation.aug_scales and .flip",
     )
     parser.add_argument(
-        "--mode", choices=MODES, help="whole image or sliding windows (default: config, model)"
+        "--mode",
+        metavar="whole|slide",
+        help="whole image or sliding windows (default: the config's evaluation.mode, else the "
+        "model's test setting)",
     )
     parser.add_argument("--crop-size", nargs=2, type=int, metavar=("H", "W"), help="slide window")
     parser.add_argument("--stride", nargs=2, type=int, metavar=("H", "W"), help="slide stride")
@@ -60,15 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write <image>.png: CondNet's guidance map per class present (CondNet models only)",
     )
     parser.add_argument("--out", help="write the results as JSON to this file")
-    parser.add_argument(
-        "--cfg-options",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config fields, e.g. data.root=data/ade evaluation.workers_per_gpu=4",
-    )
+    add_cfg_options_argument(parser, "data.root=data/ade evaluation.workers_per_gpu=4")
     add_device_argument(parser)
-    parser.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision inference")
+    parser.add_argument("--amp", choices=tuple(AMP_DTYPES), help="mixed precision inference")
     parser.add_argument(
         "--launcher",
         choices=("none", "torchrun"),
@@ -79,49 +79,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _pair(value: list[int] | None, flag: str, parser: argparse.ArgumentParser):
-    if value is None:
-        return None
-    if any(v < 1 for v in value):
-        parser.error(f"{flag} takes two positive integers H W; got {' '.join(map(str, value))}")
-    return tuple(value)
+# The command line's names of the inference settings it takes.
+_CLI_KEYS = {"mode": "--mode", "crop_size": "--crop-size", "stride": "--stride"}
 
 
-def _settings(args, cfg, model, parser: argparse.ArgumentParser) -> dict:
-    """The effective inference settings: command line, else config, else the model's test_cfg."""
-    ev = cfg.evaluation
-    test_cfg = model.test_cfg
-    mode = args.mode or ev.mode or test_cfg.mode
-    crop = _pair(args.crop_size, "--crop-size", parser) or ev.crop_size or test_cfg.crop_size
-    stride = _pair(args.stride, "--stride", parser) or ev.stride or test_cfg.stride
-    if mode == "slide":
-        if crop is None or stride is None:
-            parser.error(
-                "--mode slide needs a window: give --crop-size H W and --stride H W "
-                "(or evaluation.crop_size/stride in the config)"
-            )
-        crop, stride = _as_pair(crop), _as_pair(stride)
-        if stride[0] > crop[0] or stride[1] > crop[1]:
-            parser.error(f"--stride {stride} must not exceed --crop-size {crop}")
-    else:
-        crop = stride = None
-    scales, flip = (1.0,), False
-    if args.aug_test:
-        scales = tuple(float(s) for s in ev.aug_scales)
-        flip = bool(ev.flip)
-    return {"mode": mode, "crop_size": crop, "stride": stride, "scales": scales, "flip": flip}
+def _settings(args, cfg, model, parser: argparse.ArgumentParser):
+    """The inference settings: the model's ``test_cfg``, under the config's
+    ``evaluation`` section, under the command line, field by field
+    (:func:`condnet.models.resolve_inference`, as the Trainer's evaluation)."""
+    from ..models import check_inference_fields, resolve_inference
 
-
-def _as_pair(value) -> tuple[int, int]:
-    """An int or an (h, w) sequence from a config -> (h, w)."""
-    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
+    cli = {"mode": args.mode, "crop_size": args.crop_size, "stride": args.stride}
+    try:
+        cli = check_inference_fields(cli, _CLI_KEYS)
+        layer = cfg.evaluation.inference_layer(aug_test=args.aug_test)
+        return resolve_inference(model.test_cfg, layer, cli)
+    except ValueError as err:
+        parser.error(
+            f"{err} (give --mode, --crop-size H W and --stride H W, or set "
+            "evaluation.mode, .crop_size and .stride in the config)"
+        )
 
 
 def _json_number(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _write_out(path: Path, args, results: dict, class_names, settings: dict) -> None:
+def _write_out(path: Path, args, results: dict, class_names, settings) -> None:
     per_class = [
         {"class": name, "IoU": _json_number(iou), "Acc": _json_number(acc)}
         for name, iou, acc in zip(class_names, results["IoU"], results["Acc"], strict=True)
@@ -131,10 +115,10 @@ def _write_out(path: Path, args, results: dict, class_names, settings: dict) -> 
         "checkpoint": str(args.checkpoint),
         "metrics": {k: _json_number(results[k]) for k in ("aAcc", "mIoU", "mAcc")},
         "per_class": per_class,
-        "settings": {**settings, "amp": args.amp},
+        "settings": {**dataclasses.asdict(settings), "amp": args.amp},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(record, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,17 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"checkpoint: no such file {args.checkpoint}")
     if args.out is not None and Path(args.out).is_dir():
         parser.error(f"--out {args.out} is a directory; give a file name (results.json)")
-    try:
-        cfg = load_config(args.config, args.cfg_options)
-    except (ConfigError, FileNotFoundError) as err:
-        parser.error(str(err))
+    # The checkpoint replaces every weight: never fetch pretrained backbone weights.
+    options = [*args.cfg_options, "model.pretrained_backbone=False"]
+    cfg = load_config_or_exit(parser, args.config, options)
 
     # The model stack loads after the argument checks, so `--help` and typos stay fast.
     from ..engine.builders import build_model
     from ..engine.evaluate import has_guidance
 
-    # The checkpoint replaces every weight: never fetch pretrained backbone weights.
-    cfg["model"]["pretrained_backbone"] = False
     try:
         model = build_model(cfg)
     except (ValueError, TypeError) as err:
@@ -189,11 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run(args, cfg, model, settings: dict, device: str) -> None:
+def _run(args, cfg, model, settings, device: str) -> None:
     """Load the weights and the data, evaluate, report (rank 0)."""
     from ..engine.builders import build_dataset, dataset_meta
-    from ..engine.checkpoint import load_weights
     from ..engine.evaluate import evaluate
+    from ..engine.weights import load_weights
 
     load_weights(model, args.checkpoint)
     dataset = build_dataset(cfg, "val")
@@ -202,11 +183,12 @@ def _run(args, cfg, model, settings: dict, device: str) -> None:
     if main_rank:
         processes = f"{world} processes" if world > 1 else "1 process"
         print(f"evaluating {args.checkpoint} on {len(dataset)} images ({processes}, {device})")
-        print("test settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+        shown = dataclasses.asdict(settings).items()
+        print("test settings: " + ", ".join(f"{k}={v}" for k, v in shown))
         if args.aug_test:
             print(
-                f"multi-scale test (--aug-test): scales {settings['scales']}, "
-                f"flip {settings['flip']} (evaluation.aug_scales / evaluation.flip)"
+                f"multi-scale test (--aug-test): scales {settings.scales}, "
+                f"flip {settings.flip} (evaluation.aug_scales / evaluation.flip)"
             )
     results = evaluate(
         model,
@@ -222,7 +204,7 @@ def _run(args, cfg, model, settings: dict, device: str) -> None:
         batch_size=cfg.evaluation.samples_per_gpu,
         num_workers=cfg.evaluation.workers_per_gpu,
         progress=True,
-        **settings,
+        inference=settings,
     )
     if main_rank:
         print(format_table(results, class_names))

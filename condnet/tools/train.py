@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from ..engine import dist
-from ..engine.config import ConfigError, dump_config, load_config
-from .complexity import add_device_argument
+from ..engine.amp import AMP_DTYPES
+from .cli_common import add_cfg_options_argument, add_device_argument, load_config_or_exit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,15 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--deterministic", action="store_true", help="deterministic kernels (slower)"
     )
-    parser.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision")
+    parser.add_argument("--amp", choices=tuple(AMP_DTYPES), help="mixed precision")
     add_device_argument(parser)
-    parser.add_argument(
-        "--cfg-options",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config fields, e.g. optimizer.lr=0.02 data.samples_per_gpu=2",
-    )
+    add_cfg_options_argument(parser, "optimizer.lr=0.02 data.samples_per_gpu=2")
     return parser
 
 
@@ -69,17 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     device = dist.choose_device(args.device)
-    try:
-        cfg = load_config(args.config, _options(args))
-    except (ConfigError, FileNotFoundError) as err:
-        parser.error(str(err))
+    cfg = load_config_or_exit(parser, args.config, _options(args))
     for flag in ("resume_from", "load_from"):
-        path = getattr(args, flag) or cfg.get(flag)
+        path = getattr(args, flag) or getattr(cfg, flag)
         if path is not None and not Path(path).is_file():
             parser.error(f"--{flag.replace('_', '-')}: no such file {path}")
     work_dir = Path(args.work_dir or cfg.work_dir or Path("work_dirs") / Path(args.config).stem)
 
-    from ..engine.trainer import Trainer  # imports the model stack; after argument checks
+    # The model stack loads after the argument checks, so `--help` and typos stay fast.
+    from ..engine.config import dump_config
+    from ..engine.trainer import Trainer
 
     dist.init_distributed(device)
     try:

@@ -10,8 +10,6 @@ model = dict(
     backbone="resnet18_v1c",
     head="sep_aspp",
     num_classes=8,
-    dataset="scenes",
-    crop_size=(96, 96),
     channels=128,
     aux_channels=64,
     # mmseg's (1, 12, 24, 36) is for 64x64 feature maps (512 crops); the 12x12 maps of

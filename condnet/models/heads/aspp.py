@@ -39,7 +39,6 @@ class ASPPHead(nn.Module):
         layout: the conditional classifier's parameter layout (see
             :class:`~condnet.nn.ConditionalClassifier`).
         dropout: ``Dropout2d`` before the classifier.
-        backend: backend of the conditional classifier's fused ops.
 
     ``forward(features)`` takes the backbone's list of maps and returns
     ``(logits, guide_logits)`` at the feature resolution; ``guide_logits`` is
@@ -59,7 +58,6 @@ class ASPPHead(nn.Module):
         classifier: str = "conditional",
         layout: str = "official",
         dropout: float = 0.1,
-        backend: str | None = None,
     ) -> None:
         super().__init__()
         dilations = _check_dilations(dilations)
@@ -79,7 +77,7 @@ class ASPPHead(nn.Module):
         self.aspp_modules = nn.ModuleList(branches)
         self.bottleneck = ConvBNReLU((len(dilations) + 1) * channels, channels, 3)
         self.classifier = build_classifier(
-            classifier, channels, num_classes, layout=layout, dropout=dropout, backend=backend
+            classifier, channels, num_classes, layout=layout, dropout=dropout
         )
 
     def pyramid(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,9 @@ CLASSIFIERS = ("conditional", "plain")
 class PlainClassifier(nn.Module):
     """``Dropout2d`` then a 1x1 conv: mmseg's ``conv_seg`` of the baseline heads.
 
-    The conv is initialised normal(std=0.01) with zero bias, as mmseg does.
+    The conv is initialised normal(std=0.01) with zero bias, as mmseg does. It
+    runs no condnet op, so no backend applies to it: :func:`condnet.nn.set_backend`
+    refuses a model whose classifiers are all plain.
     """
 
     def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1) -> None:
@@ -43,14 +45,14 @@ def build_classifier(
     *,
     layout: str = "official",
     dropout: float = 0.1,
-    backend: str | None = None,
 ) -> nn.Module:
     """``"conditional"`` -> :class:`~condnet.nn.ConditionalClassifier`;
-    ``"plain"`` -> :class:`PlainClassifier` (``layout`` and ``backend`` unused)."""
+    ``"plain"`` -> :class:`PlainClassifier` (``layout`` unused).
+
+    The conditional classifier's op backend is chosen after building
+    (:func:`condnet.nn.set_backend`, :func:`condnet.ops.use_backend`)."""
     if kind == "conditional":
-        return ConditionalClassifier(
-            in_channels, num_classes, layout=layout, dropout=dropout, backend=backend
-        )
+        return ConditionalClassifier(in_channels, num_classes, layout=layout, dropout=dropout)
     if kind == "plain":
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")

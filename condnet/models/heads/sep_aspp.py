@@ -26,7 +26,7 @@ class SepASPPHead(ASPPHead):
         channels: head width (512 as released).
         c1_channels: width of the low-level skip (48 as released).
         dilations: (1, 12, 24, 36) as released.
-        classifier, layout, dropout, backend: as in :class:`ASPPHead`.
+        classifier, layout, dropout: as in :class:`ASPPHead`.
 
     ``forward(features)`` returns ``(logits, guide_logits)`` at the first
     map's resolution (stride 4).
@@ -46,7 +46,6 @@ class SepASPPHead(ASPPHead):
         classifier: str = "conditional",
         layout: str = "official",
         dropout: float = 0.1,
-        backend: str | None = None,
     ) -> None:
         super().__init__(
             in_channels,
@@ -56,7 +55,6 @@ class SepASPPHead(ASPPHead):
             classifier=classifier,
             layout=layout,
             dropout=dropout,
-            backend=backend,
         )
         self.c1_in_channels = c1_in_channels
         self.c1_bottleneck = ConvBNReLU(c1_in_channels, c1_channels, 1)

@@ -28,7 +28,7 @@ class UPerHead(nn.Module):
         num_classes: K.
         channels: head width (512 as released).
         pool_scales: PPM output sizes, (1, 2, 3, 6) as released.
-        classifier, layout, dropout, backend: as in
+        classifier, layout, dropout: as in
             :class:`~condnet.models.heads.ASPPHead`.
 
     ``forward(features)`` returns ``(logits, guide_logits)`` at the finest
@@ -46,7 +46,6 @@ class UPerHead(nn.Module):
         classifier: str = "conditional",
         layout: str = "official",
         dropout: float = 0.1,
-        backend: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(in_channels, Sequence) or len(in_channels) < 2:
@@ -78,7 +77,7 @@ class UPerHead(nn.Module):
         )
         self.fpn_bottleneck = ConvBNReLU(len(self.in_channels) * channels, channels, 3)
         self.classifier = build_classifier(
-            classifier, channels, num_classes, layout=layout, dropout=dropout, backend=backend
+            classifier, channels, num_classes, layout=layout, dropout=dropout
         )
 
     def psp_forward(self, x: torch.Tensor) -> torch.Tensor:

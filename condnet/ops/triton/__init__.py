@@ -36,6 +36,10 @@ def _load() -> str | None:
     except ImportError as exc:
         return f"{type(exc).__name__}: {exc}"
     importlib.import_module(f"{__name__}.ops")
+    # Here, not at import: torch.utils.flop_counter imports triton.
+    from ..flops import register_flop_formulas
+
+    register_flop_formulas("condnet_triton")
     return None
 
 

@@ -1,6 +1,6 @@
 # Cityscapes, 19 classes (mmseg's cityscapes.py): random rescale of (2048, 1024) by 0.5-2x,
 # 512x1024 crops; tested at (2048, 1024). Needs the *_labelTrainIds.png annotations:
-# python -m condnet.data.cityscapes_convert data/cityscapes
+# python tools/convert_cityscapes.py data/cityscapes
 data = dict(
     dataset="cityscapes",
     root="data/cityscapes",

@@ -1,5 +1,5 @@
 # The generated scene set, 8 classes (condnet.data.scenes), made with
-#   python -m condnet.data.scenes --out data/scenes --seed 0 --num-train 200 --num-val 50 --size 192
+#   python tools/make_scenes.py --out data/scenes --seed 0 --num-train 200 --num-val 50 --size 192
 # Images are 192 pixels high and 144-255 wide, so the (384, 192) scale keeps them at about
 # their own size (the short side becomes 192). Training rescales by 0.75-1.5x (narrower
 # than mmseg's 0.5-2x: a class's texture frequency is one of its cues, and the runs on this

@@ -1,58 +1,25 @@
-"""Config files: Python files of plain values, with ``_base_`` inheritance (mmseg style).
+"""Config files: Python files of plain values, with ``_base_`` inheritance (mmseg
+style), and ``--cfg-options``.
 
 A config file is executed in a fresh namespace; its top-level names that do not start
 with ``_`` (modules, functions and classes aside) are the config. ``_base_`` (a path or
 a list of paths, relative to the file) names files loaded first: dicts merge key by key,
 anything else replaces, and a dict with ``_delete_=True`` replaces the inherited one.
-``--cfg-options`` strings ``a.b.c=value`` merge on top the same way. The result is
-checked against :data:`SCHEMA` (every default filled in) and returned as a
-:class:`Config`, a nested ``dict`` with attribute access. The schema, with every key and
-its default, and its validation live in :mod:`condnet.engine.config_schema`; their
-public names are re-exported here::
-
-    cfg = load_config("configs/condnet/condnet_r50-d8_512x512_160k_ade20k.py",
-                      ["runner.max_iters=1000", "data.samples_per_gpu=2"])
-    cfg.optimizer.lr, cfg.model.name
-    dump_config(cfg, "work_dirs/x/config.py")   # loads back to an equal Config
+``--cfg-options`` strings ``a.b.c=value`` merge on top the same way. Unknown keys are
+reported with the file or option that gave them; the merged tree becomes a
+:class:`~condnet.engine.config.Config`, whose sections check the values.
 """
 
 from __future__ import annotations
 
 import ast
-import math
 import os
 import types
 from collections.abc import Iterable, Mapping
-from keyword import iskeyword
 from pathlib import Path
 
-from .config_schema import (
-    DATASETS,
-    MODEL_KEYS,
-    SCHEMA,
-    Config,
-    ConfigError,
-    _check_keys,
-    _plain,
-    validate_config,
-)
-
-__all__ = [
-    "DATASETS",
-    "MODEL_KEYS",
-    "SCHEMA",
-    "Config",
-    "ConfigError",
-    "dump_config",
-    "format_config",
-    "load_config",
-    "merge",
-    "parse_options",
-    "validate_config",
-]
-
-
-# -- files, _base_ and merging -------------------------------------------------------------
+from .checks import ConfigError, plain
+from .run_config import Config, check_tree_keys
 
 
 def _execute(path: Path) -> dict:
@@ -68,7 +35,7 @@ def _execute(path: Path) -> dict:
         raise ConfigError(f"config file {path} failed: {type(exc).__name__}: {exc}") from exc
     skip = (types.ModuleType, types.FunctionType, type)
     out = {
-        k: _plain(v, k, str(path))
+        k: plain(v, k, str(path))
         for k, v in namespace.items()
         if not k.startswith("_") and not isinstance(v, skip)
     }
@@ -106,7 +73,7 @@ def _load_tree(path: Path, chain: tuple[Path, ...]) -> dict:
     if path.suffix != ".py":
         raise ConfigError(f"config files are Python files (*.py); got {path}")
     raw = _execute(path)
-    _check_keys({k: v for k, v in raw.items() if k != "_base_"}, str(path))
+    check_tree_keys({k: v for k, v in raw.items() if k != "_base_"}, str(path))
     bases = raw.pop("_base_", ())
     if isinstance(bases, (str, os.PathLike)):
         bases = [bases]
@@ -161,23 +128,16 @@ def parse_options(options: Iterable[str] | Mapping[str, object]) -> dict:
             if not isinstance(node.get(part, {}), dict):
                 raise ConfigError(f"config option {key!r} conflicts with {part}={node[part]!r}")
             node = node.setdefault(part, {})
-        node[parts[-1]] = _plain(value, key, "config options")
+        node[parts[-1]] = plain(value, key, "config options")
     return tree
 
 
 # -- loading -----------------------------------------------------------------------------
 
 
-def load_config(path: str | os.PathLike, options: Iterable[str] | Mapping | None = ()) -> Config:
-    """Load a config file with its ``_base_`` files and ``options`` (``--cfg-options``
-    strings ``a.b=value``, or None); returns the validated :class:`Config`.
-
-    Raises ``FileNotFoundError`` for a missing file and :class:`ConfigError` for a syntax
-    error, an unknown key (naming it and the valid keys) or an invalid value.
-    """
+def _merge_options(tree: dict, options: Iterable[str] | Mapping | None) -> dict:
     if isinstance(options, str):
         raise TypeError(f"options must be a list of 'key=value' strings; got {options!r}")
-    tree = _load_tree(Path(path), ())
     options = () if options is None else options
     # One option at a time, so that an unknown key's error names the option it came from.
     if isinstance(options, Mapping):
@@ -186,55 +146,27 @@ def load_config(path: str | os.PathLike, options: Iterable[str] | Mapping | None
         singles = [([option], option) for option in options]
     for single, label in singles:
         parsed = parse_options(single)
-        _check_keys(parsed, f"--cfg-options {label!r}")
+        check_tree_keys(parsed, f"--cfg-options {label!r}")
         tree = merge(tree, parsed)
-    return validate_config(tree)
+    return tree
 
 
-# -- writing -----------------------------------------------------------------------------
+def load_config(path: str | os.PathLike, options: Iterable[str] | Mapping | None = ()) -> Config:
+    """Load a config file with its ``_base_`` files and ``options`` (``--cfg-options``
+    strings ``a.b=value``, a mapping of dotted keys to values, or None); returns the
+    checked :class:`Config`.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`ConfigError` for a syntax
+    error, an unknown key (naming it, where it was given and the valid keys) or an
+    invalid value.
+    """
+    if isinstance(options, str):
+        raise TypeError(f"options must be a list of 'key=value' strings; got {options!r}")
+    return Config.from_dict(_merge_options(_load_tree(Path(path), ()), options))
 
 
-def _format_value(value, indent: int) -> str:
-    if isinstance(value, Mapping):
-        if not value:
-            return "dict()"
-        pad = " " * (indent + 4)
-        named = all(isinstance(k, str) and k.isidentifier() and not iskeyword(k) for k in value)
-        items = []
-        for k, v in value.items():
-            key = f"{k}=" if named else f"{k!r}: "
-            items.append(f"{pad}{key}{_format_value(v, indent + 4)},")
-        inner = "\n".join(items)
-        return f"dict(\n{inner}\n{' ' * indent})" if named else f"{{\n{inner}\n{' ' * indent}}}"
-    if isinstance(value, (list, tuple)):
-        inner = ", ".join(_format_value(v, indent) for v in value)
-        if isinstance(value, list):
-            return f"[{inner}]"
-        return f"({inner},)" if len(value) == 1 else f"({inner})"
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"float({str(value)!r})"
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return repr(value)
-    raise TypeError(f"cannot write config value {value!r} of type {type(value).__name__}")
-
-
-def format_config(cfg: Mapping) -> str:
-    """``cfg`` as the source of a config file that :func:`load_config` reads back to an
-    equal :class:`Config` (for logs and checkpoints)."""
-    lines = []
-    for key, value in cfg.items():
-        if not (isinstance(key, str) and key.isidentifier()) or key.startswith("_"):
-            raise ValueError(f"top-level config key {key!r} is not a public Python name")
-        lines.append(f"{key} = {_format_value(value, 0)}")
-    return "\n".join(lines) + "\n"
-
-
-def dump_config(cfg: Mapping, path: str | os.PathLike) -> Path:
-    """Write :func:`format_config` of ``cfg`` to ``path`` (parents created); returns it."""
-    path = Path(path)
-    text = format_config(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+def with_options(cfg: Config, options: Iterable[str] | Mapping | None) -> Config:
+    """``cfg`` with ``options`` (as for :func:`load_config`) merged on top and checked
+    again: the way to change a loaded config, e.g.
+    ``with_options(cfg, {"model.pretrained_backbone": False})``."""
+    return Config.from_dict(_merge_options(cfg.to_dict(), options))
