@@ -262,7 +262,7 @@ def test_set_backend_wins_over_use_backend_and_the_environment(monkeypatch):
     monkeypatch.setenv("CONDNET_BACKEND", "extension")
     with _OpCalls() as seen:
         clf(features())
-    assert seen.calls == ["condnet.class_pool", "condnet.dynamic_classify"]
+    assert seen.calls == ["condnet.conditional_classifier"]  # the fused op
     set_backend(clf, "reference")
     with _OpCalls() as seen, ops.use_backend("extension"):
         clf(features())

@@ -99,7 +99,8 @@ def test_without_biases(backend, layout):
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_gradcheck(backend, layout):
-    inputs = tuple(t.requires_grad_() for t in _inputs((2, 5, 3, 3, 4), layout))
+    # Small enough for the full Jacobian under the Triton interpreter.
+    inputs = tuple(t.requires_grad_() for t in _inputs((1, 3, 2, 2, 3), layout))
     assert torch.autograd.gradcheck(_classifier(layout, backend), inputs)
     logits_only = lambda *t: _classifier(layout, backend)(*t)[0]  # noqa: E731
     assert torch.autograd.gradcheck(logits_only, inputs, fast_mode=True)
@@ -140,7 +141,7 @@ def test_gradients_for_a_subset_of_inputs(backend, needs):
     for got, want, need in zip(*results, needs, strict=True):
         assert (got is None) == (not need)
         if need:
-            torch.testing.assert_close(got, want, **TOLERANCES[torch.float64])
+            torch.testing.assert_close(got, want, **TOLERANCES[torch.float64].absolute)
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)

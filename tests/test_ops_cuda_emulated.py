@@ -10,7 +10,8 @@ float16/bfloat16 forward of class_pool runs the one-pass cluster kernel;
 the two-pass path is checked too.
 
 What only a GPU can show (timing, the memory model, fragment layouts, the
-compiled code itself) is tested in test_ops_gpu.py.
+compiled code itself) is tested in test_ops_gpu.py and
+test_ops_gpu_classifier.py.
 """
 
 from pathlib import Path
@@ -20,20 +21,12 @@ import torch
 from torch.utils.cpp_extension import load
 
 from condnet.ops import reference
-from tests.opcases import make_inputs
+from tests.opcases import TOLERANCES, assert_close_to_truth, make_inputs
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# (rtol, atol as a fraction of the largest |truth|) against float64 math on
-# the dtype-rounded inputs; float64 checks the math up to summation order.
-TOLERANCES = {
-    torch.float64: (1e-10, 1e-12),
-    torch.float32: (2e-4, 2e-5),
-    torch.bfloat16: (2e-2, 1e-2),
-    torch.float16: (4e-3, 2e-3),
-}
 DTYPES = list(TOLERANCES)
 
 SHAPES = [  # B, C, K, H, W
@@ -57,12 +50,8 @@ def emu(tmp_path_factory):
 
 
 def _close(name, got, truth, dtype):
-    rtol, frac = TOLERANCES[dtype]
-    assert got.dtype == dtype, name
-    atol = frac * max(truth.abs().max().item(), 1e-30)
-    torch.testing.assert_close(
-        got.double(), truth, rtol=rtol, atol=atol, msg=lambda m: f"{name} ({dtype}): {m}"
-    )
+    """Against float64 math on the dtype-rounded inputs (TOLERANCES' rtol and frac)."""
+    assert_close_to_truth(f"{name} ({dtype})", got, truth, dtype)
 
 
 def _inputs(shape, dtype, seed=0):
