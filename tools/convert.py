@@ -1,4 +1,4 @@
-"""A trained plain model as its warm-started CondNet twin: ``python tools/convert.py IN OUT --config CFG``."""
+"""A plain model as its warm-started CondNet twin: ``python tools/convert.py IN OUT --config C``."""
 
 import sys
 
