@@ -51,13 +51,18 @@ demo: install
 	$(PY) tools/demo.py
 
 # The committed CPU results: every op and mode at the ADE shape with B=2 and
-# B=8, and the classifier's K and N sweeps (B=2) with their plot; float32.
-# About 7 minutes on the quiet 2-core CI machine.
+# B=8, and the classifier's K and N sweeps (B=2) with their plot, in float32;
+# then the projection and the whole classifier as mixed-precision training
+# runs them (bf16 features, float32 parameters, under autocast). About 15
+# minutes on the quiet 2-core CI machine.
 bench: install
 	$(PY) benchmarks/run_kernels.py --device cpu --dtype float32 \
 		--shapes B=2,C=512,K=150,H=64,W=64,ade,sweep-k,sweep-n --sweep-ops classifier \
 		--json $(RESULTS)/cpu_kernels.json --markdown $(RESULTS)/cpu_kernels.md \
 		--plot $(RESULTS)/cpu_kernels.png
+	$(PY) benchmarks/run_kernels.py --device cpu --dtype amp-bfloat16 \
+		--shapes B=2,C=512,K=150,H=64,W=64,ade --ops project,classifier \
+		--json $(RESULTS)/cpu_kernels_amp.json --markdown $(RESULTS)/cpu_kernels_amp.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info condnet/*.so
