@@ -7,22 +7,38 @@
 #
 # and `make bench`, the kernel benchmark behind the README's Results.
 #
+# Which extension is built. `make install` (and so `make test`, which CI runs,
+# and `make bench`) is the full build: the CPU kernels, and the CUDA kernels
+# when a CUDA toolkit and a CUDA build of torch are found (see setup.py), GPU or
+# not. `make demo` builds only what this machine can run: where no GPU is usable
+# (torch.cuda.is_available() is false in the venv: no driver, no device, or
+# CUDA_VISIBLE_DEVICES hides them all) it builds the CPU kernels only
+# (CONDNET_CPU_ONLY=1), which skips minutes of nvcc; where one is, the full
+# build. DEMO_GPU=1 or DEMO_GPU=0 overrides that check (default: auto).
+#
+# Two stamps record which build is installed, at most one at a time:
+# $(VENV)/.built (full) and $(VENV)/.built-cpu (CPU only); each is remade when a
+# C++/CUDA source or a build file is newer. A full build that is up to date
+# serves the demo as it is; after a CPU-only demo build, `make test` or
+# `make install` rebuilds with CUDA.
+#
 # Variables: PYTHON (interpreter for the venv), VENV, TORCH_VERSION,
-# TORCHVISION_VERSION, MAX_JOBS. CUDA is built when a toolkit is found
-# (see setup.py); CONDNET_CPU_ONLY=1 skips it.
+# TORCHVISION_VERSION, MAX_JOBS, DEMO_GPU. CONDNET_CPU_ONLY=1 in the
+# environment makes every build CPU-only.
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.14.1
 TORCHVISION_VERSION ?= 0.29.1
 MAX_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+DEMO_GPU ?= auto
 PY := $(VENV)/bin/python
 # The venv's tools (ninja, cmake, ruff) first, without activating it.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 SOURCES := setup.py pyproject.toml CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh csrc/*/*/*.h)
 RESULTS := benchmarks/results
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo demo-install bench lint clean
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -30,13 +46,48 @@ $(VENV)/.deps:
 	$(PY) -m pip install torch==$(TORCH_VERSION) torchvision==$(TORCHVISION_VERSION) ninja
 	touch $@
 
-# Rebuilt whenever a C++/CUDA source or the build files change.
+PIP_INSTALL := $(PY) -m pip install --no-build-isolation -e ".[test,bench,integrations]"
+BUILD_INFO := $(PY) -c "import condnet.ops, json; print(json.dumps(condnet.ops.build_info(), indent=1))"
+GPU_CHECK := import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)
+
+# The full build; rebuilt whenever a C++/CUDA source or the build files change.
+# Each build first drops the other's stamp: the extension it replaces is gone.
 $(VENV)/.built: $(VENV)/.deps $(SOURCES)
-	MAX_JOBS=$(MAX_JOBS) $(PY) -m pip install --no-build-isolation -e ".[test,bench,integrations]"
-	$(PY) -c "import condnet.ops, json; print(json.dumps(condnet.ops.build_info(), indent=1))"
+	rm -f $(VENV)/.built-cpu
+	MAX_JOBS=$(MAX_JOBS) $(PIP_INSTALL)
+	$(BUILD_INFO)
+	touch $@
+
+# The CPU kernels only: what `make demo` builds where no GPU is usable.
+$(VENV)/.built-cpu: $(VENV)/.deps $(SOURCES)
+	rm -f $(VENV)/.built
+	CONDNET_CPU_ONLY=1 MAX_JOBS=$(MAX_JOBS) $(PIP_INSTALL)
+	$(BUILD_INFO)
 	touch $@
 
 install: $(VENV)/.built
+
+# What the demo needs (see the header): the full build where a GPU is usable,
+# else an up-to-date full build if there is one, else the CPU-only build.
+# (`make -q` asks make itself whether a stamp is up to date.)
+demo-install: $(VENV)/.deps
+	@case "$(DEMO_GPU)" in \
+	  1) gpu=1 ;; \
+	  0) gpu=0 ;; \
+	  auto) if $(PY) -c "$(GPU_CHECK)" 2>/dev/null; then gpu=1; else gpu=0; fi ;; \
+	  *) echo "DEMO_GPU must be auto, 1 or 0; got '$(DEMO_GPU)'" >&2; exit 2 ;; \
+	esac; \
+	if [ $$gpu = 1 ]; then \
+	  echo "make demo: a usable GPU: the full build (CPU and CUDA kernels)"; \
+	  $(MAKE) --no-print-directory $(VENV)/.built; \
+	elif $(MAKE) --no-print-directory -q $(VENV)/.built 2>/dev/null; then \
+	  echo "make demo: no usable GPU; the full build installed is up to date and serves"; \
+	elif $(MAKE) --no-print-directory -q $(VENV)/.built-cpu 2>/dev/null; then \
+	  echo "make demo: no usable GPU; the CPU-only build installed is up to date"; \
+	else \
+	  echo "make demo: no usable GPU: building the CPU kernels only (make install adds CUDA)"; \
+	  $(MAKE) --no-print-directory $(VENV)/.built-cpu; \
+	fi
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -47,7 +98,7 @@ test: lint
 
 # Writes data/scenes, trains into work_dirs/demo (resuming an interrupted run),
 # prints both mIoUs and saves work_dirs/demo/{predictions,guidance}.png.
-demo: install
+demo: demo-install
 	$(PY) tools/demo.py
 
 # The committed CPU results: every op and mode at the ADE shape with B=2 and

@@ -276,7 +276,7 @@ def test_cli_checks_the_output_folder_before_converting(tmp_path, capsys, monkey
         convert_main([str(src), str(out)])
     assert exc.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
-    assert line.startswith("tools/convert_released.py: error: output: cannot write")
+    assert line.startswith("condnet-convert-released: error: output: cannot write")
     assert "does not exist" in line and "Traceback" not in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["released.pth"]
 

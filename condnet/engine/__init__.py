@@ -31,6 +31,7 @@ _LAZY = {
     "evaluate": "condnet.engine.evaluate",
     "overlay": "condnet.engine.visualize",
     "guidance_grid": "condnet.engine.visualize",
+    "predictions_figure": "condnet.engine.visualize",
     "Trainer": "condnet.engine.trainer",
 }
 

@@ -42,6 +42,7 @@ from .cli_common import (
     add_config_arguments,
     add_device_argument,
     check_output_path,
+    command_name,
     input_shape,
     load_model_config,
     positive_int,
@@ -51,7 +52,7 @@ from .cli_common import (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tools/benchmark.py",
+        prog=command_name("benchmark"),
         description="Inference speed (images/s) of a config's model on random input.",
     )
     parser.add_argument("config", help="config file (configs/...)")

@@ -1,15 +1,49 @@
-"""What the commands of :mod:`condnet.tools` share: argument types, ``--device``,
-``--shape`` and ``--cfg-options``, a config loaded as an argument error, output
-paths checked before any work, and ``--json`` results written atomically."""
+"""What the commands of :mod:`condnet.tools` share: the name a command shows in its
+usage and errors, argument types, ``--device``, ``--shape`` and ``--cfg-options``, a
+config loaded as an argument error, output paths checked before any work, and
+``--json`` results written atomically."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 
 from ..checkpoint_files import check_destination, write_text_atomic
 from ..engine import dist
+
+
+def command_name(tool: str) -> str:
+    """The name the command ``condnet.tools.<tool>`` was run by, as its parser's ``prog``
+    (shown by ``--help`` and in argument errors), from ``sys.argv[0]``:
+
+    - the installed console script, ``condnet-<tool>`` with ``_`` as ``-`` (what
+      ``[project.scripts]`` in pyproject.toml names): that name;
+    - a script file named ``<tool>.py`` (the ``tools/<tool>.py`` shims, also under
+      torchrun): the path as typed when relative (``tools/train.py``), its file name
+      when absolute (``train.py``);
+    - ``python -m condnet.tools.<tool>``: that command line;
+    - anything else (``main()`` called from Python, e.g. by the tests, where
+      ``sys.argv[0]`` is the interpreter's or pytest's): the console-script name.
+    """
+    console = "condnet-" + tool.replace("_", "-")
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name == f"condnet.tools.{tool}":
+        return f"python -m condnet.tools.{tool}"
+    invoked = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    name = os.path.basename(invoked)
+    # pip's Windows launchers: condnet-train.exe or condnet-train-script.py.
+    for suffix in (".exe", "-script.pyw", "-script.py"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    if name == console:
+        return console
+    if name == f"{tool}.py":
+        return name if os.path.isabs(invoked) else invoked
+    return console
 
 
 def positive_int(text: str) -> int:

@@ -27,6 +27,7 @@ import torch
 from .cli_common import (
     add_config_arguments,
     check_output_path,
+    command_name,
     input_shape,
     load_model_config,
     write_json,
@@ -38,7 +39,7 @@ DEFAULT_SHAPE = (512, 512)  # for a model or backbone name, which has no crop si
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tools/complexity.py",
+        prog=command_name("complexity"),
         description="Parameters and forward FLOPs of a config's model (or of a model or "
         "backbone by name), per module.",
     )

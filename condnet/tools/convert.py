@@ -35,7 +35,12 @@ import torch
 from ..checkpoint_files import load_tensors, read_state_dict, save_atomic
 from ..models import MODEL_CONFIGS, ModelConfig, build_model, conditional_twin_state_dict
 from ..nn import LAYOUTS
-from .cli_common import add_cfg_options_argument, check_output_path, load_config_or_exit
+from .cli_common import (
+    add_cfg_options_argument,
+    check_output_path,
+    command_name,
+    load_config_or_exit,
+)
 
 # Largest |logit difference| between the plain model and its twin, as a fraction
 # of the largest |logit|, before the conversion counts as broken (float64: the
@@ -45,7 +50,7 @@ TOLERANCE = 1e-9
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tools/convert.py",
+        prog=command_name("convert"),
         description="Turn a trained plain-classifier model into its warm-started CondNet "
         "twin (same predictions before fine-tuning), for tools/train.py --load-from.",
     )

@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..data.cityscapes_convert import DST_SUFFIX, convert_tree
+from .cli_common import command_name
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tools/convert_cityscapes.py",
+        prog=command_name("convert_cityscapes"),
         description="Write *_gtFine_labelTrainIds.png (19 classes, 255 = ignore) next to "
         "each *_gtFine_labelIds.png of a Cityscapes tree.",
     )

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 
 from ..checkpoint_files import save_atomic
 from ..models import MODEL_CONFIGS, infer_model_name, load_released, read_released
-from .cli_common import check_output_path
+from .cli_common import check_output_path, command_name
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tools/convert_released.py",
+        prog=command_name("convert_released"),
         description="Convert a released CondNet (mmseg) checkpoint to a condnet state dict, "
         "checked by a strict load into the model.",
     )

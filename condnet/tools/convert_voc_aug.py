@@ -13,11 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from ..data.voc_aug import convert_sbd
+from .cli_common import command_name
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tools/convert_voc_aug.py",
+        prog=command_name("convert_voc_aug"),
         description="Convert SBD (VOCaug) .mat masks to VOC2012/SegmentationClassAug PNGs "
         "and write ImageSets/Segmentation/{trainaug,aug}.txt.",
     )

@@ -45,6 +45,7 @@ from ..ops import use_backend
 from .cli_common import (
     add_config_arguments,
     check_output_path,
+    command_name,
     input_shape,
     load_model_config,
     positive_int,
@@ -63,7 +64,7 @@ DYNAMO_MIN_OPSET = 18
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tools/export.py",
+        prog=command_name("export"),
         description="Export a model to TorchScript or ONNX (standard operators only).",
     )
     parser.add_argument("config", help="config file (configs/...)")

@@ -14,11 +14,12 @@ import sys
 from collections.abc import Sequence
 
 from ..data.scenes import write_scenes
+from .cli_common import command_name
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tools/make_scenes.py",
+        prog=command_name("make_scenes"),
         description="Write the generated scene set (ADE20K layout, 8 classes).",
     )
     parser.add_argument("--out", default="data/scenes", help="output root (data/scenes)")

@@ -25,6 +25,7 @@ from ..engine.metrics import format_table
 from .cli_common import (
     add_cfg_options_argument,
     add_device_argument,
+    command_name,
     load_config_or_exit,
     write_json,
 )
@@ -32,7 +33,7 @@ from .cli_common import (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tools/test.py",
+        prog=command_name("test"),
         description="Evaluate a checkpoint on the validation split of a config (mmseg-style).",
     )
     parser.add_argument("config", help="config file (configs/...)")

@@ -16,12 +16,17 @@ from pathlib import Path
 
 from ..engine import dist
 from ..engine.amp import AMP_DTYPES
-from .cli_common import add_cfg_options_argument, add_device_argument, load_config_or_exit
+from .cli_common import (
+    add_cfg_options_argument,
+    add_device_argument,
+    command_name,
+    load_config_or_exit,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tools/train.py",
+        prog=command_name("train"),
         description="Train a segmentation model from a config file (mmseg-style).",
     )
     parser.add_argument("config", help="config file (configs/...)")
