@@ -176,3 +176,26 @@ def test_guidance_grid_layout_and_masks(tmp_path):
     assert np.array_equal(np.asarray(Image.open(path)), grid)
     with pytest.raises(ValueError, match="uint8"):
         save_image(grid.astype(np.float32), tmp_path / "x.png")
+
+
+def test_guidance_accuracy_counts_the_guide_argmax_against_the_resized_label(model, val_set):
+    right = total = 0
+    for i in range(len(val_set)):
+        sample = val_set[(i, 0)]
+        with torch.no_grad():
+            _, guide = model.decode(sample["img"][None])
+        label = sample["gt_semantic_seg"]
+        small = torch.nn.functional.interpolate(
+            label[None, None].float(), size=guide.shape[-2:], mode="nearest"
+        )[0, 0].long()
+        scored = small != 255
+        right += int(((guide[0].argmax(0) == small) & scored).sum())
+        total += int(scored.sum())
+    results = run(model, val_set, guidance_accuracy=True)
+    assert total > 0 and results["acc_guidance"] == pytest.approx(right / total, abs=1e-12)
+    assert "acc_guidance" not in run(model, val_set)
+
+
+def test_guidance_accuracy_needs_a_condnet_model(val_set):
+    with pytest.raises(ValueError, match="guidance_accuracy needs a CondNet model"):
+        run(tiny_model("condnet_r50-d8_ade20k-plain"), val_set, guidance_accuracy=True)

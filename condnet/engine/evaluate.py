@@ -107,6 +107,7 @@ def evaluate(
     show_dir: str | os.PathLike | None = None,
     opacity: float = 0.5,
     guidance_dir: str | os.PathLike | None = None,
+    guidance_accuracy: bool = False,
     batch_size: int = 1,
     num_workers: int = 0,
     progress: bool = True,
@@ -127,6 +128,13 @@ def evaluate(
         show_dir: write ``<stem>.png``, the prediction over the image (``opacity``).
         guidance_dir: write ``<stem>.png``, the guidance-map grid of the classes
             in the label or the prediction (CondNet models only).
+        guidance_accuracy: also score the guide logits (CondNet models only):
+            ``results["acc_guidance"]`` is the fraction of pixels whose guide
+            argmax is the label, counted like the training loss's
+            ``acc_guidance`` (label nearest-resized to the guide logits of the
+            whole resized image, ``ignore_index`` left out). It costs one
+            more forward per image (``model.decode``) unless ``guidance_dir``
+            already runs it.
         batch_size, num_workers: of the data loader (each image is still
             predicted at its own size).
         progress: print progress on rank 0 to stderr.
@@ -146,11 +154,15 @@ def evaluate(
         raise ValueError(
             f"the model predicts {model_classes} classes; the dataset has {num_classes}"
         )
-    if guidance_dir is not None and not has_guidance(model):
-        raise ValueError(
-            "guidance_dir needs a CondNet model (conditional classifier): this model's decode "
-            "head has a plain classifier, which produces no guidance maps"
-        )
+    for name, wanted in (
+        ("guidance_dir", guidance_dir is not None),
+        ("guidance_accuracy", guidance_accuracy),
+    ):
+        if wanted and not has_guidance(model):
+            raise ValueError(
+                f"{name} needs a CondNet model (conditional classifier): this model's decode "
+                "head has a plain classifier, which produces no guidance maps"
+            )
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -174,6 +186,7 @@ def evaluate(
     guidance_dir = Path(guidance_dir) if guidance_dir is not None else None
 
     confusion = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
+    guide_counts = torch.zeros(2, dtype=torch.float64, device=device)  # correct, scored
     label = "eval" if world == 1 else f"eval (rank 0 of {world})"
     bar = _Progress(len(keys), progress and rank == 0, label)
     was_training = model.training
@@ -195,9 +208,18 @@ def evaluate(
                     save_image(
                         overlay(picture, pred.cpu(), palette, opacity), show_dir / f"{stem}.png"
                     )
-                if guidance_dir is not None:
+                if guidance_dir is not None or guidance_accuracy:
                     with autocast(device.type, amp):
                         _, guide = model.decode(img)
+                if guidance_accuracy:
+                    small = F.interpolate(
+                        gt[None, None].float(), size=guide.shape[-2:], mode="nearest"
+                    )
+                    small = small[0, 0].long()
+                    scored = small != ignore_index
+                    guide_counts[0] += ((guide[0].argmax(0) == small) & scored).sum()
+                    guide_counts[1] += scored.sum()
+                if guidance_dir is not None:
                     probs = F.interpolate(
                         guide.float(), size=size, mode="bilinear", align_corners=False
                     ).softmax(1)
@@ -209,4 +231,9 @@ def evaluate(
     finally:
         model.train(was_training)
     confusion.all_reduce()
-    return confusion.compute()
+    results = confusion.compute()
+    if guidance_accuracy:
+        if world > 1:
+            dist.all_reduce(guide_counts)
+        results["acc_guidance"] = float(guide_counts[0] / guide_counts[1].clamp(min=1))
+    return results

@@ -43,12 +43,16 @@ from .amp import autocast
 from .builders import build_dataset, build_model, build_train_loader, dataset_meta
 from .checkpoint import CheckpointManager
 from .config import Config, format_config
-from .evaluate import evaluate
+from .evaluate import evaluate, has_guidance
+from .guidance_gradients import GuidanceGradients
 from .logger import RunLogger, format_duration, memory_mb
 from .lr_schedule import IterLRScheduler
 from .optim import build_optimizer
 from .rng_state import capture_rng_state, restore_rng_state
 from .weights import load_weights
+
+#: What :class:`GuidanceGradients` measures on logged iterations (CondNet models).
+GRADIENT_KEYS = ("grad_guide_dice", "grad_guide_pool", "cos_guide")
 
 
 class _TrainStep(nn.Module):
@@ -159,6 +163,7 @@ class Trainer:
             step = nn.parallel.DistributedDataParallel(step, device_ids=ids)
         self.step_module = step
         self.checkpoints = CheckpointManager(self.work_dir, max_keep=cfg.checkpoint.max_keep)
+        self.guidance_gradients = GuidanceGradients(self.model, self.world_size)
 
         self.iteration = 0
         self.epoch = 0
@@ -245,8 +250,12 @@ class Trainer:
     def _epoch_finished(self) -> bool:
         return self.epoch_batches == len(self.loader)
 
-    def _train_iteration(self, batches: Iterator[dict]) -> tuple[dict[str, float], float]:
+    def _train_iteration(
+        self, batches: Iterator[dict], diagnose: bool = False
+    ) -> tuple[dict[str, float], float]:
+        """One optimizer step; ``diagnose`` also measures the guidance gradients."""
         model = self.step_module
+        diagnose = diagnose and self.guidance_gradients.enabled
         model.train()
         self.scheduler.step(self.iteration)
         self.optimizer.zero_grad(set_to_none=True)
@@ -273,9 +282,16 @@ class Trainer:
                         "runner.amp=None)"
                     )
                 loss = loss / self.accumulate
+                scale = self.scaler.get_scale() if self.scaler is not None else 1.0
+                if diagnose and "loss_guidance" in losses:
+                    self.guidance_gradients.add_dice(
+                        losses["loss_guidance"] * scale / self.accumulate
+                    )
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0.0) + float(value.detach()) / self.accumulate
+        if diagnose:
+            totals.update(self.guidance_gradients.measure(scale))
         clip = self.cfg.optimizer.grad_clip
         if clip is not None:
             if self.scaler is not None:
@@ -303,11 +319,13 @@ class Trainer:
             device=self.device,
             inference=self.inference,
             amp=self.cfg.runner.amp,
+            guidance_accuracy=has_guidance(self.model),
             batch_size=ev.samples_per_gpu,
             num_workers=ev.workers_per_gpu,
             progress=False,
         )
-        summary = {k: float(results[k]) for k in ("aAcc", "mIoU", "mAcc")}
+        keys = ("aAcc", "mIoU", "mAcc", "acc_guidance")
+        summary = {k: float(results[k]) for k in keys if k in results}
         self.log.info(
             f"iter {self.iteration} val: "
             + "  ".join(f"{k} {100 * v:.2f}" for k, v in summary.items())
@@ -339,7 +357,11 @@ class Trainer:
         with _StopFlag() as stop:
             while self.iteration < self.max_iters:
                 start = time.perf_counter()
-                values, data_time = self._train_iteration(batches)
+                logged = (self.iteration + 1) % log_interval == 0 or (
+                    self.iteration + 1 == self.max_iters
+                )
+                values, data_time = self._train_iteration(batches, diagnose=logged)
+                measured = {k: values.pop(k) for k in GRADIENT_KEYS if k in values}
                 iter_time = time.perf_counter() - start
                 for key, value in values.items():
                     window[key] = window.get(key, 0.0) + value
@@ -348,7 +370,7 @@ class Trainer:
                 mem = memory_mb(self.device)
                 self.log.progress(self.iteration, self.max_iters, iter_time, mem)
                 if self.iteration % log_interval == 0 or self.iteration == self.max_iters:
-                    self._log_window(window, window_iters, window_start, mem)
+                    self._log_window(window, window_iters, window_start, mem, measured)
                     window, window_iters, window_start = {}, 0, time.perf_counter()
                 saved = False
                 if eval_interval and (
@@ -392,8 +414,13 @@ class Trainer:
             torch.distributed.all_reduce(flag)
         return bool(flag.item() > 0)
 
-    def _log_window(self, window: dict, iters: int, start: float, mem: float) -> None:
+    def _log_window(
+        self, window: dict, iters: int, start: float, mem: float, measured: dict
+    ) -> None:
+        """Logs the window's averages and ``measured``, the guidance gradients of its
+        last iteration (:mod:`condnet.engine.guidance_gradients`; empty for plain models)."""
         avg = {k: v / iters for k, v in window.items()}
+        avg.update(measured)
         avg["time"] = (time.perf_counter() - start) / iters
         reduced = dist.all_reduce_mean(avg, self.device)
         reduced["memory_mb"] = mem
@@ -401,6 +428,11 @@ class Trainer:
         losses = "  ".join(
             f"{k} {v:.4f}" for k, v in reduced.items() if k.startswith(("loss", "acc"))
         )
+        if measured:
+            losses += (
+                "  grad_guide dice {grad_guide_dice:.2e} pool {grad_guide_pool:.2e} "
+                "cos {cos_guide:+.2f}".format(**reduced)
+            )
         self.log.info(
             f"iter {self.iteration}/{self.max_iters}  lr {reduced['lr']:.3e}  {losses}  "
             f"time {reduced['time']:.3f}s  data {reduced['data_time']:.3f}s  "
