@@ -38,6 +38,7 @@ from .pipelines import (
     eval_pipeline,
     train_pipeline,
 )
+from .scene_colour_check import colour_cue_check
 from .scenes import SCENE_CLASSES, SCENE_PALETTE, SceneDataset, generate_scene, write_scenes
 from .transforms import Normalize, Pad, PhotoMetricDistortion, RandomCrop, RandomFlip, Resize
 from .voc import VOC_CLASSES, VOC_PALETTE, VOCDataset
@@ -75,6 +76,7 @@ __all__ = [
     "build_dataloader",
     "collate_samples",
     "colorize",
+    "colour_cue_check",
     "eval_pipeline",
     "generate_scene",
     "label_colormap",
