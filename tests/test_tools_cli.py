@@ -25,9 +25,6 @@ def console_scripts() -> dict[str, str]:
 
 
 SCRIPTS = console_scripts()
-# tools/demo.py's parser is the demo's branch's to change; until it uses command_name
-# it still shows "tools/demo.py" (strict: once it does, drop this mark).
-PENDING = {"condnet-demo"}
 
 
 def test_every_command_is_a_condnet_tools_main():
@@ -38,15 +35,7 @@ def test_every_command_is_a_condnet_tools_main():
         assert script == "condnet-" + module.rpartition(".")[2].replace("_", "-")
 
 
-@pytest.mark.parametrize(
-    "script",
-    [
-        pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="demo.py not yet changed"))
-        if s in PENDING
-        else s
-        for s in SCRIPTS
-    ],
-)
+@pytest.mark.parametrize("script", list(SCRIPTS))
 def test_console_script_name_in_usage(script, monkeypatch):
     module = importlib.import_module(SCRIPTS[script].partition(":")[0])
     monkeypatch.setattr(sys, "argv", [f"/opt/venv/bin/{script}", "--help"])
