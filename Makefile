@@ -46,7 +46,9 @@ $(VENV)/.deps:
 	$(PY) -m pip install torch==$(TORCH_VERSION) torchvision==$(TORCHVISION_VERSION) ninja
 	touch $@
 
+# The full build brings what the tests need; the demo's CPU-only build only what it runs.
 PIP_INSTALL := $(PY) -m pip install --no-build-isolation -e ".[test,bench,integrations]"
+PIP_INSTALL_DEMO := $(PY) -m pip install --no-build-isolation -e .
 BUILD_INFO := $(PY) -c "import condnet.ops, json; print(json.dumps(condnet.ops.build_info(), indent=1))"
 GPU_CHECK := import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)
 
@@ -61,7 +63,7 @@ $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 # The CPU kernels only: what `make demo` builds where no GPU is usable.
 $(VENV)/.built-cpu: $(VENV)/.deps $(SOURCES)
 	rm -f $(VENV)/.built
-	CONDNET_CPU_ONLY=1 MAX_JOBS=$(MAX_JOBS) $(PIP_INSTALL)
+	CONDNET_CPU_ONLY=1 MAX_JOBS=$(MAX_JOBS) $(PIP_INSTALL_DEMO)
 	$(BUILD_INFO)
 	touch $@
 

@@ -59,6 +59,7 @@ def test_demo_warm_start_trains_the_stage_and_both_arms(
     assert "colour alone labels" in out
     assert "[1/3] shared plain stage: 2 iterations" in out and "ETA" in out
     assert "plain 1x1 classifier" in out and "CondNet (conditional)" in out
+    assert "chance guidance accuracy: 12.5%" in out  # 8 scene classes
     assert "total time" in out and "1 threads" in out
     run = work_dir / "warm_start-seed0"
     results = json.loads((run / "results.json").read_text())

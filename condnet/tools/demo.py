@@ -374,6 +374,7 @@ def run_recipe(args, recipe: str, seed: int, configs: Path) -> dict:
         "plain_miou": metrics["plain"]["mIoU"],
         "condnet_miou": metrics["condnet"]["mIoU"],
         "condnet_acc_guidance": metrics["condnet"]["acc_guidance"],
+        "chance_acc_guidance": 100 / len(metrics["condnet"]["IoU"]),
         "wall_s": wall,
         "metrics": metrics,
         "train_seconds": seconds,
@@ -407,7 +408,8 @@ def _print_run(record: dict) -> None:
         guide = f"{m['acc_guidance']:>11.2f}" if "acc_guidance" in m else f"{'-':>11}"
         print(f"{label:<40}" + "".join(f"{m[k]:>8.2f}" for k in ("mIoU", "mAcc", "aAcc")) + guide)
     gain = record["condnet_miou"] - record["plain_miou"]
-    print(f"CondNet - plain: {gain:+.2f} mIoU (chance guidance accuracy: 12.5%)")
+    chance = record["chance_acc_guidance"]
+    print(f"CondNet - plain: {gain:+.2f} mIoU (chance guidance accuracy: {chance:.1f}%)")
 
 
 def summarize(runs: list[dict]) -> dict:
