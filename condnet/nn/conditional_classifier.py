@@ -13,6 +13,16 @@ from condnet import ops
 LAYOUTS = ("official", "per_class")
 
 
+def check_features(feat: object, channels: int, expects: str) -> None:
+    """``feat`` must be a (B, ``channels``, H, W) tensor; the error says who ``expects``
+    it ("this classifier expects": ``in_channels=...``)."""
+    if not isinstance(feat, torch.Tensor) or feat.dim() != 4:
+        shape = tuple(feat.shape) if isinstance(feat, torch.Tensor) else type(feat).__name__
+        raise ValueError(f"feat must be a (B, C, H, W) tensor; got {shape}")
+    if feat.shape[1] != channels:
+        raise ValueError(f"feat has {feat.shape[1]} channels; {expects} in_channels={channels}")
+
+
 class ConditionalClassifier(nn.Module):
     """CondNet's classifier: per-image kernels generated from class features.
 
@@ -110,14 +120,7 @@ class ConditionalClassifier(nn.Module):
     def forward(
         self, feat: torch.Tensor, return_guide: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        if not isinstance(feat, torch.Tensor) or feat.dim() != 4:
-            shape = tuple(feat.shape) if isinstance(feat, torch.Tensor) else type(feat).__name__
-            raise ValueError(f"feat must be a (B, C, H, W) tensor; got {shape}")
-        if feat.shape[1] != self.in_channels:
-            raise ValueError(
-                f"feat has {feat.shape[1]} channels; this classifier expects "
-                f"in_channels={self.in_channels}"
-            )
+        check_features(feat, self.in_channels, "this classifier expects")
         if self.dropout is not None:
             feat = self.dropout(feat)
         guide = self.guidance_project

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from .conditional_classifier import ConditionalClassifier
+from .conditional_classifier import ConditionalClassifier, check_features
 from .warm_start import warm_start_
 
 __all__ = ["INITS", "DropInConditionalClassifier"]
@@ -160,14 +160,7 @@ class DropInConditionalClassifier(ConditionalClassifier):
     def forward(
         self, feat: torch.Tensor, return_guide: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        if not isinstance(feat, torch.Tensor) or feat.dim() != 4:
-            shape = tuple(feat.shape) if isinstance(feat, torch.Tensor) else type(feat).__name__
-            raise ValueError(f"feat must be a (B, C, H, W) tensor; got {shape}")
-        if feat.shape[1] != self.feature_channels:
-            raise ValueError(
-                f"feat has {feat.shape[1]} channels; this classifier replaced a conv with "
-                f"in_channels={self.feature_channels}"
-            )
+        check_features(feat, self.feature_channels, "this classifier replaced a conv with")
         if self.input_dropout is not None:
             feat = self.input_dropout(feat)
         if self.patches:

@@ -26,6 +26,7 @@ import triton.language as tl
 
 from .config import project_blocks
 from .launch import interpreted, wrap_triton
+from .tiles import load_tile, store_tile
 
 
 @triton.jit
@@ -65,25 +66,13 @@ def _project_fwd_kernel(
     for c0 in range(0, C, BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
         c_ok = offs_c < C
-        a = tl.load(
-            a_ptr + k * sa_k + offs_j[:, None] * sa_j + offs_c[None, :] * sa_c,
-            mask=j_ok[:, None] & c_ok[None, :],
-            other=0.0,
-        ).to(ACC)
-        f = tl.load(
-            f_ptr + k * sf_k + offs_b[:, None] * sf_b + offs_c[None, :] * sf_c,
-            mask=b_ok[:, None] & c_ok[None, :],
-            other=0.0,
-        ).to(ACC)
+        a = load_tile(a_ptr + k * sa_k, offs_j, offs_c, sa_j, sa_c, j_ok, c_ok).to(ACC)
+        f = load_tile(f_ptr + k * sf_k, offs_b, offs_c, sf_b, sf_c, b_ok, c_ok).to(ACC)
         acc += tl.sum(f[:, None, :] * a[None, :, :], axis=2)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + k * sbias_k + offs_j * sbias_j, mask=j_ok, other=0.0)
         acc += bias.to(ACC)[None, :]
-    tl.store(
-        theta_ptr + k * st_k + offs_b[:, None] * st_b + offs_j[None, :] * st_j,
-        acc.to(theta_ptr.dtype.element_ty),
-        mask=b_ok[:, None] & j_ok[None, :],
-    )
+    store_tile(theta_ptr + k * st_k, acc, offs_b, offs_j, st_b, st_j, b_ok, j_ok)
 
 
 @triton.jit
@@ -130,28 +119,17 @@ def _project_bwd_kernel(
     offs_b = tl.arange(0, BLOCK_B)
     c_ok = offs_c < C
     b_ok = offs_b < B
-    f = tl.load(
-        f_ptr + k * sf_k + offs_b[:, None] * sf_b + offs_c[None, :] * sf_c,
-        mask=b_ok[:, None] & c_ok[None, :],
-        other=0.0,
-    ).to(ACC)
+    f = load_tile(f_ptr + k * sf_k, offs_b, offs_c, sf_b, sf_c, b_ok, c_ok).to(ACC)
     df = tl.zeros([BLOCK_B, BLOCK_C], ACC)
     for j0 in range(0, J, BLOCK_J):
         offs_j = j0 + tl.arange(0, BLOCK_J)
         j_ok = offs_j < J
-        dt = tl.load(
-            dt_ptr + k * sdt_k + offs_b[:, None] * sdt_b + offs_j[None, :] * sdt_j,
-            mask=b_ok[:, None] & j_ok[None, :],
-            other=0.0,
-        ).to(ACC)
-        tile_ok = j_ok[:, None] & c_ok[None, :]
+        dt = load_tile(dt_ptr + k * sdt_k, offs_b, offs_j, sdt_b, sdt_j, b_ok, j_ok).to(ACC)
         if NEED_DA:
             grad = tl.sum(dt[:, :, None] * f[:, None, :], axis=0)
-            tile = k * sda_k + offs_j[:, None] * sda_j + offs_c[None, :] * sda_c
-            tl.store(da_ptr + tile, grad.to(da_ptr.dtype.element_ty), mask=tile_ok)
+            store_tile(da_ptr + k * sda_k, grad, offs_j, offs_c, sda_j, sda_c, j_ok, c_ok)
         if NEED_DF:
-            tile = k * sa_k + offs_j[:, None] * sa_j + offs_c[None, :] * sa_c
-            a = tl.load(a_ptr + tile, mask=tile_ok, other=0.0).to(ACC)
+            a = load_tile(a_ptr + k * sa_k, offs_j, offs_c, sa_j, sa_c, j_ok, c_ok).to(ACC)
             df += tl.sum(dt[:, :, None] * a[None, :, :], axis=1)
         if NEED_DBIAS:
             # Every channel block sums the same rows; the first one writes da.
@@ -161,11 +139,7 @@ def _project_bwd_kernel(
                 mask=j_ok & (pid_c == 0),
             )
     if NEED_DF:
-        tl.store(
-            df_ptr + k * sdf_k + offs_b[:, None] * sdf_b + offs_c[None, :] * sdf_c,
-            df.to(df_ptr.dtype.element_ty),
-            mask=b_ok[:, None] & c_ok[None, :],
-        )
+        store_tile(df_ptr + k * sdf_k, df, offs_b, offs_c, sdf_b, sdf_c, b_ok, c_ok)
 
 
 def project_forward(
