@@ -6,10 +6,10 @@
 # Builds the extension in place, records the environment and the kernels'
 # register/shared-memory use, runs the gpu tests of the CUDA and Triton
 # kernels, compute-sanitizer (memcheck, racecheck, synccheck, initcheck) over
-# benchmarks/sanitize_case.py, and the kernel benchmark at the DESIGN.md
-# shapes. A failing step does not stop the later ones; each step's exit code
-# and seconds go to $OUT/steps.txt as it finishes. At most 8 files land in
-# $OUT (the device tool brings back no more):
+# benchmarks/sanitize_case.py, and the kernel benchmark at the datasets'
+# shapes (benchmarks/kernel_cases.py). A failing step does not stop the later
+# ones; each step's exit code and seconds go to $OUT/steps.txt as it finishes.
+# At most 8 files land in $OUT (the device tool brings back no more):
 #   steps.txt  build.log  env.txt (machine, versions, build_info, resource usage)
 #   gpu_tests.log  sanitizer.log  bench.log  gpu_kernels.json  gpu_kernels.md
 #

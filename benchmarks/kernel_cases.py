@@ -32,7 +32,7 @@ MODES = ("fwd", "fwd_bwd")
 DTYPES = ("float32", "bfloat16", "float16", "float64", "amp-bfloat16", "amp-float16")
 AMP_PREFIX = "amp-"
 
-# name -> (B, C, K, H, W); DESIGN.md's reference shapes at training batch size.
+# name -> (B, C, K, H, W); each dataset's classifier shape at training batch size.
 SHAPES = {
     "ade": (8, 512, 150, 64, 64),
     "pc59": (8, 512, 59, 60, 60),

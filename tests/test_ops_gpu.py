@@ -3,9 +3,10 @@
 ``gpu``, skipped without a GPU (setup in gpu_cases.py;
 ``CONDNET_GPU_TESTS_ON_CPU=1`` runs them on the CPU at small shapes).
 
-class_pool and dynamic_classify at the DESIGN.md shapes and at odd shapes
-against float64 math on the dtype-rounded inputs; absent upstream gradients;
-every backward op's output masks; gradcheck and opcheck of every op (the
+class_pool and dynamic_classify at the datasets' training shapes
+(gpu_cases.DESIGN_SHAPES) and at odd shapes against float64 math on the
+dtype-rounded inputs; absent upstream gradients; every backward op's output
+masks; gradcheck and opcheck of every op (the
 projection's and the fused classifier's too); memory layouts; empty batches;
 huge logits; argument errors; more than 2**31 feature elements. The
 projection and the fused classifier's values, compile and determinism are in

@@ -1,9 +1,10 @@
 """The projection and the whole fused classifier on the GPU backends (marked
-``gpu``, skipped without a GPU; setup in gpu_cases.py): the DESIGN.md shapes and
-odd shapes in bfloat16, float32 and mixed precision (bfloat16 features,
-float32 parameters under autocast, as training runs it) against float64 math
-on the dtype-rounded inputs; the projection at the ADE weight for 1, 8 and 33
-images; the fused backward's output masks; torch.compile; determinism.
+``gpu``, skipped without a GPU; setup in gpu_cases.py): the datasets' training
+shapes (gpu_cases.DESIGN_SHAPES) and odd shapes in bfloat16, float32 and
+mixed precision (bfloat16 features, float32 parameters under autocast, as
+training runs it) against float64 math on the dtype-rounded inputs; the
+projection at the ADE weight for 1, 8 and 33 images; the fused backward's
+output masks; torch.compile; determinism.
 """
 
 import itertools

@@ -11,7 +11,7 @@ from tests.opcases import make_inputs
 
 
 def released_condnet(x, guide_w, guide_b, proj_w, proj_b):
-    """The released model's formulation, written from the paper and DESIGN.md."""
+    """The released model's formulation, written from the paper and the released code."""
     B, C, H, W = x.shape
     guide = F.conv2d(x, guide_w[:, :, None, None], guide_b)
     K = guide.shape[1]
