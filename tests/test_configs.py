@@ -12,7 +12,7 @@ from condnet.engine.builders import build_model
 from condnet.engine.config import DATASET_CLASSES, format_config, load_config, with_options
 from condnet.models import PLAIN_SUFFIX, list_models
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "condnet" / "configs"
 FILES = sorted(p for p in CONFIGS.rglob("*.py") if "_base_" not in p.parts)
 IDS = [str(p.relative_to(CONFIGS)) for p in FILES]
 NO_WEIGHTS = ["model.pretrained_backbone=False"]

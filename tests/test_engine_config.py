@@ -34,7 +34,7 @@ from condnet.engine.config import (
 )
 from condnet.models import Segmentor
 
-DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo" / "condnet_r18-d8_scenes.py"
+DEMO = Path(__file__).resolve().parents[1] / "condnet/configs/demo/condnet_r18-d8_scenes.py"
 NAMED = 'model = dict(name="condnet_r50-d8_ade20k")\n'
 
 

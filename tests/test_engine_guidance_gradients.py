@@ -95,7 +95,8 @@ def test_the_trainer_logs_the_split_and_the_validation_guidance(tmp_path):
     data = tmp_path / "scenes"
     write_scenes(data, num_train=4, num_val=2, size=48)
     config = tmp_path / "tiny.py"
-    config.write_text(TINY.format(base=str(REPO / "configs" / "demo" / "condnet_r18-d8_scenes.py")))
+    base = REPO / "condnet" / "configs" / "demo" / "condnet_r18-d8_scenes.py"
+    config.write_text(TINY.format(base=str(base)))
     cfg = load_config(
         config,
         [

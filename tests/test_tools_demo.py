@@ -24,7 +24,8 @@ def tiny_configs(tmp_path) -> Path:
     folder = tmp_path / "configs"
     folder.mkdir()
     for _, name in demo.MODELS:
-        (folder / name).write_text(TINY.format(base=str(REPO / "configs" / "demo" / name)))
+        base = REPO / "condnet" / "configs" / "demo" / name
+        (folder / name).write_text(TINY.format(base=str(base)))
     return folder
 
 

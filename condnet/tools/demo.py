@@ -83,7 +83,7 @@ STAGE_ITERS, ARM_ITERS = 250, 150
 
 
 def _default_configs() -> Path:
-    return Path(condnet.__file__).resolve().parents[1] / "configs" / "demo"
+    return Path(condnet.__file__).resolve().parent / "configs" / "demo"
 
 
 def _seed_list(text: str) -> list[int]:
