@@ -1,4 +1,5 @@
-"""condnet.nn.guidance_loss: the Dice guidance loss of a converted network,
+"""condnet.nn.guidance_loss: the Dice guidance loss of a converted network (the Dice
+loss itself lives in condnet.nn and is re-exported by condnet.models.losses),
 its hand-over of the guide logits (no graph outlives a step) and a
 two-process DistributedDataParallel run on gloo."""
 
@@ -12,8 +13,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from condnet.models.losses import dice_guidance_loss
-from condnet.nn import guidance_loss, make_conditional
+from condnet.models import losses
+from condnet.nn import dice_guidance_loss, guidance_loss, make_conditional
 
 K = 4
 
@@ -29,6 +30,12 @@ def batch(n=2, seed=1, size=8):
     label = torch.randint(0, K, (n, 2 * size, 2 * size), generator=g)  # image size: 2x
     label[:, :2] = 255
     return img, label
+
+
+def test_the_dice_loss_lives_in_nn_and_models_re_exports_it():
+    assert losses.dice_guidance_loss is dice_guidance_loss
+    assert "dice_guidance_loss" in losses.__all__
+    assert dice_guidance_loss.__module__ == "condnet.nn.guidance"
 
 
 def test_loss_is_the_dice_of_the_last_training_forward():

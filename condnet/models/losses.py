@@ -6,7 +6,8 @@ Labels are int64 class indices (B, H, W), or (B, 1, H, W), at image size, with
 resolution; each function resizes as the released model does. Everything is
 computed in float32 (float64 stays float64), also under autocast or with
 bfloat16 logits: a softmax or a sum over 512x512 pixels in bfloat16 is too
-coarse for a loss.
+coarse for a loss. The Dice guidance loss belongs to the classifier's layer
+(:mod:`condnet.nn.guidance`) and is re-exported here.
 """
 
 from __future__ import annotations
@@ -15,59 +16,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from condnet.nn.guidance import (
+    DICE_IGNORE_MODES,
+    dice_guidance_loss,
+    dice_guidance_loss_unchecked,
+)
+from condnet.nn.loss_inputs import (
+    as_label,
+    check_label_values,
+    check_logits,
+    checked_logits_and_label,
+    resize_label,
+    to_loss_dtype,
+)
+
+# dice_guidance_loss lives with the classifier in condnet.nn; it is re-exported here,
+# beside the other losses, where the released objective's users import it from.
 __all__ = ["DICE_IGNORE_MODES", "CondNetLoss", "accuracy", "cross_entropy", "dice_guidance_loss"]
-
-DICE_IGNORE_MODES = ("exclude", "released")
-
-
-def _as_label(label: object, name: str = "label") -> torch.Tensor:
-    """(B, H, W) or (B, 1, H, W) integer class indices -> (B, H, W) int64."""
-    if not isinstance(label, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(label).__name__}")
-    if label.is_floating_point() or label.is_complex() or label.dtype == torch.bool:
-        raise ValueError(f"{name} must hold integer class indices (int64); got dtype {label.dtype}")
-    if label.dim() == 4 and label.shape[1] == 1:
-        label = label.squeeze(1)
-    if label.dim() != 3:
-        shape = tuple(label.shape)
-        raise ValueError(f"{name} must have shape (B, H, W) or (B, 1, H, W); got {shape}")
-    return label.long()
-
-
-def _check_logits(logits: object, name: str, batch: int) -> torch.Tensor:
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
-    if not logits.is_floating_point():
-        raise ValueError(f"{name} must be floating point; got dtype {logits.dtype}")
-    if logits.dim() != 4 or logits.shape[1] == 0:
-        shape = tuple(logits.shape)
-        raise ValueError(f"{name} must have shape (B, K, h, w) with K >= 1; got {shape}")
-    if logits.shape[0] != batch:
-        raise ValueError(f"{name} has batch size {logits.shape[0]}; the label has {batch}")
-    return logits
-
-
-def _check_label_values(label: torch.Tensor, num_classes: int, ignore_index: int) -> None:
-    # One reduction and one host sync; without it an out-of-range label is a
-    # device-side assert on CUDA (or a silently wrong one-hot in the Dice loss).
-    bad = ((label < 0) | (label >= num_classes)) & (label != ignore_index)
-    if bool(bad.any()):
-        example = int(label[bad][0])
-        raise ValueError(
-            f"label holds values outside [0, K) = [0, {num_classes}) that are not "
-            f"ignore_index={ignore_index}, e.g. {example}"
-        )
-
-
-def _checked(logits, label, ignore_index, name="logits"):
-    label = _as_label(label)
-    logits = _check_logits(logits, name, label.shape[0])
-    _check_label_values(label, logits.shape[1], ignore_index)
-    return logits, label
-
-
-def _to_float(t: torch.Tensor) -> torch.Tensor:
-    return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
 def _resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -76,17 +41,8 @@ def _resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
-def _resize_label(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest resize of a (B, H, W) label, through float as the released code
-    does (exact for class indices below 2**24)."""
-    if tuple(label.shape[-2:]) == tuple(size):
-        return label
-    resized = F.interpolate(label[:, None].float(), size=size, mode="nearest")
-    return resized[:, 0].long()
-
-
 def _cross_entropy(logits, label, ignore_index):
-    logits = _resize_logits(_to_float(logits), label.shape[-2:])
+    logits = _resize_logits(to_loss_dtype(logits), label.shape[-2:])
     total = F.cross_entropy(logits, label, ignore_index=ignore_index, reduction="sum")
     # Dividing the sum (instead of reduction="mean") turns an all-ignored batch
     # into 0 with zero gradients rather than 0/0 = NaN.
@@ -114,89 +70,13 @@ def cross_entropy(
     pixels, ignored ones included (``avg_non_ignore=False``); this averages over
     the counted ones, which only rescales the loss by the counted fraction.
     """
-    logits, label = _checked(logits, label, ignore_index)
+    logits, label = checked_logits_and_label(logits, label, ignore_index)
     return _cross_entropy(logits, label, ignore_index)
-
-
-def _one_hot(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(B, h, w) indices -> (B, K, h, w) one-hot in ``like``'s dtype, without
-    F.one_hot's int64 (B, h, w, K) intermediate."""
-    return torch.zeros_like(like).scatter_(1, index.unsqueeze(1), 1.0)
-
-
-def _dice(guide_logits, label, ignore_index, smooth, exponent, ignore_mode):
-    probs = torch.softmax(_to_float(guide_logits), dim=1)
-    B, K = probs.shape[:2]
-    label = _resize_label(label, probs.shape[-2:])
-    valid = (label != ignore_index).unsqueeze(1).to(probs.dtype)  # (B, 1, h, w)
-    if ignore_mode == "released":
-        # mmseg's DiceLoss: ignored pixels are clamped into [0, K) and keep that
-        # one-hot target (and their probabilities) in the denominator; only
-        # the numerator is masked.
-        target = _one_hot(label.clamp(0, K - 1), probs)
-        overlap = probs * target * valid
-    else:
-        target = _one_hot(torch.where(label == ignore_index, 0, label), probs) * valid
-        probs = probs * valid
-        overlap = probs * target
-    numerator = 2 * overlap.sum(dim=(2, 3)) + smooth
-    denominator = (probs.pow(exponent) + target.pow(exponent)).sum(dim=(2, 3)) + smooth
-    per_class = (1 - numerator / denominator).mean(dim=0)  # (K,), averaged over images
-    if 0 <= ignore_index < K:
-        # mmseg skips the class numbered ignore_index but still divides by K;
-        # that class has no counted pixel, so its term would only push its
-        # probability down.
-        per_class = per_class * (torch.arange(K, device=per_class.device) != ignore_index)
-    return per_class.sum() / K
-
-
-def dice_guidance_loss(
-    guide_logits: torch.Tensor,
-    label: torch.Tensor,
-    ignore_index: int = 255,
-    smooth: float = 1e-5,
-    exponent: float = 2,
-    ignore_mode: str = "exclude",
-) -> torch.Tensor:
-    """CondNet's guidance loss: a soft Dice loss on the guide logits.
-
-    ``p = softmax_K(guide_logits)`` is compared with the one-hot label,
-    nearest-resized to the guide logits' size (as the released model does).
-    For image b and class k, with sums over the pixels of that image and
-    ``v`` = 1 on counted pixels::
-
-        dice[b, k] = 1 - (2 * sum(p * t * v) + smooth) / (sum(p**e + t**e) + smooth)
-
-    The loss is the mean of ``dice`` over images and classes (mmseg's
-    ``DiceLoss``). A class numbered ``ignore_index`` (only when it is < K) adds
-    nothing, but the mean still divides by K, as in mmseg.
-
-    Args:
-        guide_logits: (B, K, h, w), the classifier's second output.
-        label: int64 (B, H, W) or (B, 1, H, W) at any size.
-        ignore_index: label value of pixels that do not count.
-        smooth: added to numerator and denominator.
-        exponent: ``e`` above.
-        ignore_mode: how ignored pixels enter. ``"exclude"`` (the default)
-            leaves them out of the numerator *and* the denominator, so they
-            count nowhere. ``"released"`` reproduces the released model
-            exactly: only the numerator is masked; in the denominator an
-            ignored pixel keeps its probabilities and the target
-            ``one_hot(clamp(label, 0, K-1))`` (class K-1 for 255), which pulls
-            every ignored pixel's prediction towards class K-1.
-
-    Returns:
-        A scalar in float32 (float64 for float64 logits).
-    """
-    if ignore_mode not in DICE_IGNORE_MODES:
-        raise ValueError(f"ignore_mode must be one of {DICE_IGNORE_MODES}; got {ignore_mode!r}")
-    guide_logits, label = _checked(guide_logits, label, ignore_index, "guide_logits")
-    return _dice(guide_logits, label, ignore_index, smooth, exponent, ignore_mode)
 
 
 @torch.no_grad()
 def _accuracy(logits, label, ignore_index):
-    logits = _resize_logits(_to_float(logits.detach()), label.shape[-2:])
+    logits = _resize_logits(to_loss_dtype(logits.detach()), label.shape[-2:])
     valid = label != ignore_index
     correct = (logits.argmax(dim=1) == label) & valid
     return 100.0 * correct.sum().float() / valid.sum().clamp(min=1)
@@ -210,7 +90,7 @@ def accuracy(logits: torch.Tensor, label: torch.Tensor, ignore_index: int = 255)
     counts. (mmseg releases of the CondNet era counted ignored pixels as
     wrong; this does not.)
     """
-    logits, label = _checked(logits, label, ignore_index)
+    logits, label = checked_logits_and_label(logits, label, ignore_index)
     return _accuracy(logits, label, ignore_index)
 
 
@@ -276,24 +156,26 @@ class CondNetLoss(nn.Module):
         guide_logits: torch.Tensor | None = None,
         aux_logits: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        label = _as_label(label)
+        label = as_label(label)
         B = label.shape[0]
-        logits = _check_logits(logits, "logits", B)
+        logits = check_logits(logits, "logits", B)
         K = logits.shape[1]
         for name, other in (("guide_logits", guide_logits), ("aux_logits", aux_logits)):
-            if other is not None and _check_logits(other, name, B).shape[1] != K:
+            if other is not None and check_logits(other, name, B).shape[1] != K:
                 raise ValueError(f"{name} has {other.shape[1]} classes; logits have K={K}")
         # Checked once here; the private functions below skip the checks.
-        _check_label_values(label, K, self.ignore_index)
+        check_label_values(label, K, self.ignore_index)
         ignore = self.ignore_index
         out: dict[str, torch.Tensor] = {}
         if self.seg_weight > 0:
             out["loss_seg"] = self.seg_weight * _cross_entropy(logits, label, ignore)
             out["acc_seg"] = _accuracy(logits, label, ignore)
         if guide_logits is not None and self.guidance_weight > 0:
-            dice = _dice(guide_logits, label, ignore, self.dice_smooth, 2, self.dice_ignore_mode)
+            dice = dice_guidance_loss_unchecked(
+                guide_logits, label, ignore, self.dice_smooth, 2, self.dice_ignore_mode
+            )
             out["loss_guidance"] = self.guidance_weight * dice
-            small_label = _resize_label(label, guide_logits.shape[-2:])
+            small_label = resize_label(label, guide_logits.shape[-2:])
             out["acc_guidance"] = _accuracy(guide_logits, small_label, ignore)
         if aux_logits is not None and self.aux_weight > 0:
             out["loss_aux"] = self.aux_weight * _cross_entropy(aux_logits, label, ignore)

@@ -4,7 +4,7 @@ from .conditional_classifier import LAYOUTS, ConditionalClassifier
 from .convert import conditional_classifiers, make_conditional
 from .discovery import find_classifiers
 from .drop_in import INITS, DropInConditionalClassifier
-from .guidance import guidance_loss
+from .guidance import dice_guidance_loss, guidance_loss
 from .op_backend import set_backend
 from .warm_start import warm_start_, warm_start_tensors
 
@@ -14,6 +14,7 @@ __all__ = [
     "ConditionalClassifier",
     "DropInConditionalClassifier",
     "conditional_classifiers",
+    "dice_guidance_loss",
     "find_classifiers",
     "guidance_loss",
     "make_conditional",
