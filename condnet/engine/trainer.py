@@ -37,6 +37,7 @@ from torch import nn
 
 from .. import __version__
 from ..checkpoint_files import load_checkpoint
+from ..diagnostics import GuidanceGradients
 from ..models import resolve_inference
 from . import dist
 from .amp import autocast
@@ -44,7 +45,6 @@ from .builders import build_dataset, build_model, build_train_loader, dataset_me
 from .checkpoint import CheckpointManager
 from .config import Config, format_config
 from .evaluate import evaluate, has_guidance
-from .guidance_gradients import GuidanceGradients
 from .logger import RunLogger, format_duration, memory_mb
 from .lr_schedule import IterLRScheduler
 from .optim import build_optimizer
@@ -418,7 +418,7 @@ class Trainer:
         self, window: dict, iters: int, start: float, mem: float, measured: dict
     ) -> None:
         """Logs the window's averages and ``measured``, the guidance gradients of its
-        last iteration (:mod:`condnet.engine.guidance_gradients`; empty for plain models)."""
+        last iteration (:mod:`condnet.diagnostics.guidance_gradients`; empty for plain models)."""
         avg = {k: v / iters for k, v in window.items()}
         avg.update(measured)
         avg["time"] = (time.perf_counter() - start) / iters

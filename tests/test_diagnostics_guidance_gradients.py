@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from condnet.engine.guidance_gradients import GuidanceGradients, guidance_parameters
+from condnet.diagnostics import GuidanceGradients, guidance_parameters
 from condnet.models.losses import CondNetLoss
 from condnet.nn import ConditionalClassifier
 
