@@ -21,7 +21,7 @@ import condnet.ops as ops
 def _no_backend_leak(monkeypatch):
     """Each test starts from the default backend choice."""
     monkeypatch.delenv("CONDNET_BACKEND", raising=False)
-    assert not ops.backend._stack
+    assert not ops.registry._stack
     yield
 
 

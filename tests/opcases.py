@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from condnet.ops import extension
+import condnet.ops  # noqa: F401  (registers every backend)
+from condnet.ops import extension, registry
 from condnet.ops import triton as triton_kernels
 
 
@@ -66,9 +67,14 @@ def _interpreter_missing_reason():
 _triton_reason = _interpreter_missing_reason()
 needs_interpreter = pytest.mark.skipif(_triton_reason is not None, reason=_triton_reason or "")
 
-# The kernel backends the op tests run on this machine: the C++ CPU kernels
-# and the Triton kernels in Triton's interpreter.
-BACKEND_MARKS = {"extension": needs_extension, "triton": needs_interpreter}
+# The kernel backends the op tests run, on CPU tensors: every registered backend
+# but the reference (the truth they are compared with). Today the C++ CPU
+# kernels and the Triton kernels in Triton's interpreter; a new backend joins
+# the suites by registering itself and naming its skip rule here (a backend
+# without one fails collection, so none is left out silently).
+_SKIP_RULES = {"extension": needs_extension, "triton": needs_interpreter}
+KERNEL_BACKEND_NAMES = [n for n in registry.names() if n not in (registry.AUTO, "reference")]
+BACKEND_MARKS = {name: _SKIP_RULES[name] for name in KERNEL_BACKEND_NAMES}
 KERNEL_BACKENDS = [pytest.param(name, marks=mark) for name, mark in BACKEND_MARKS.items()]
 
 

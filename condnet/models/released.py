@@ -11,7 +11,7 @@ Key mapping (mmseg -> condnet):
   Swin, told apart by the keys);
 - ``decode_head.guidance_project.conv.*`` -> ``decode_head.classifier.guidance_project.*``,
   ``decode_head.filter_project.conv.*`` -> ``decode_head.classifier.filter_project.*``
-  (the conditional classifier, ``layout="official"``);
+  (the conditional classifier, ``layout="grouped_conv"``);
 - ``decode_head.conv_seg.*`` and ``auxiliary_head.conv_seg.*`` ->
   ``*.classifier.conv_seg.*`` (plain classifiers);
 - every other ``decode_head.*`` / ``auxiliary_head.*`` key is unchanged (the
@@ -127,15 +127,15 @@ def infer_model_name(state: Mapping[str, torch.Tensor]) -> str:
     return found[0]
 
 
-def check_layout(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+def _check_grouped_conv_layout(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """Raises ValueError when a conditional classifier of ``model`` has the per-class
-    layout while ``state`` (converted keys) holds the official one."""
+    layout while ``state`` (converted keys) holds the released grouped-conv one."""
     for name, module in model.named_modules():
-        if isinstance(module, ConditionalClassifier) and module.layout != "official":
+        if isinstance(module, ConditionalClassifier) and module.layout != "grouped_conv":
             if any(k.startswith(f"{name}.filter_project.") for k in state):
                 raise ValueError(
                     f"{name} has layout={module.layout!r}; released checkpoints hold the "
-                    "official layout: build the model with layout='official'"
+                    "grouped_conv layout: build the model with layout='grouped_conv'"
                 )
 
 
@@ -154,7 +154,7 @@ def load_released(
             None infers it from the checkpoint's keys and shapes
             (:func:`infer_model_name`).
         model: load into this model instead of building one (``name`` must
-            then be None); its conditional classifiers need ``layout="official"``.
+            then be None); its conditional classifiers need ``layout="grouped_conv"``.
         strict: when False, missing and unexpected keys are ignored (shape
             mismatches still raise).
 
@@ -171,5 +171,5 @@ def load_released(
         model = build_model(name if name is not None else infer_model_name(state))
     elif not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module; got {type(model).__name__}")
-    check_layout(model, state)
+    _check_grouped_conv_layout(model, state)
     return load_tensors(model, state, strict=strict)

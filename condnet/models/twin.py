@@ -16,7 +16,8 @@ from collections.abc import Mapping
 
 import torch
 
-from condnet.nn import LAYOUTS, warm_start_tensors
+from condnet.nn import warm_start_tensors
+from condnet.ops.layouts import check_layout
 
 from .segmentor import Segmentor
 from .zoo import PLAIN_SUFFIX, build_model, get_config
@@ -40,7 +41,7 @@ def twin_name(plain_name: str) -> str:
 
 
 def conditional_twin_state_dict(
-    plain_state: Mapping[str, torch.Tensor], *, layout: str = "official"
+    plain_state: Mapping[str, torch.Tensor], *, layout: str = "grouped_conv"
 ) -> dict[str, torch.Tensor]:
     """The warm-started state dict of a plain zoo model's conditional twin.
 
@@ -48,7 +49,7 @@ def conditional_twin_state_dict(
         plain_state: the state dict of a ``-plain`` model of
             :func:`~condnet.models.list_models` (``model.state_dict()``, or
             ``checkpoint["state_dict"]`` of a training checkpoint).
-        layout: the twin's conditional-classifier layout, ``"official"``
+        layout: the twin's conditional-classifier layout, ``"grouped_conv"``
             (default, as the zoo builds) or ``"per_class"``.
 
     Returns:
@@ -59,8 +60,7 @@ def conditional_twin_state_dict(
     """
     if not isinstance(plain_state, Mapping):
         raise TypeError(f"plain_state must be a state dict; got {type(plain_state).__name__}")
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
+    layout = check_layout(layout)
     key = PLAIN_CLASSIFIER + "weight"
     if key not in plain_state:
         conditional = _CONDITIONAL + "guidance_project.weight" in plain_state

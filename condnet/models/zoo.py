@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from condnet.nn import LAYOUTS
+from condnet.ops.layouts import check_layout
 
 from .backbones import BACKBONES, build_backbone
 from .heads import CLASSIFIERS, ASPPHead, FCNHead, SepASPPHead, UPerHead
@@ -39,7 +39,7 @@ class ModelConfig:
         head: "sep_aspp" (DeepLabV3+), "aspp" (DeepLabV3) or "uper" (UPerNet).
         num_classes: K.
         classifier: "conditional" (CondNet) or "plain" (the 1x1-conv baseline).
-        layout: the conditional classifier's parameter layout, "official"
+        layout: the conditional classifier's parameter layout, "grouped_conv"
             (loads released checkpoints) or "per_class".
         channels: decode-head width.
         c1_channels: width of DeepLabV3+'s low-level skip.
@@ -62,7 +62,7 @@ class ModelConfig:
     head: str
     num_classes: int
     classifier: str = "conditional"
-    layout: str = "official"
+    layout: str = "grouped_conv"
     channels: int = 512
     c1_channels: int = 48
     dilations: tuple[int, ...] | None = None
@@ -92,8 +92,7 @@ class ModelConfig:
             raise ValueError(f"num_classes must be an int >= 1; got {k!r}")
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}; got {self.classifier!r}")
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}; got {self.layout!r}")
+        object.__setattr__(self, "layout", check_layout(self.layout))
         # The test setting is an InferenceConfig's, checked by its rules under these names.
         test = check_inference_fields(
             {"mode": self.test_mode, "crop_size": self.test_crop_size, "stride": self.test_stride},

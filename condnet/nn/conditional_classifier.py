@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from condnet import ops
+from condnet.ops.layouts import LAYOUTS, check_layout
 
-LAYOUTS = ("official", "per_class")
+__all__ = ["LAYOUTS", "ConditionalClassifier", "check_features"]
 
 
 def check_features(feat: object, channels: int, expects: str) -> None:
@@ -42,7 +43,7 @@ class ConditionalClassifier(nn.Module):
     Args:
         in_channels: C, the feature channels.
         num_classes: K.
-        layout: ``"official"`` stores the projection as the released model's
+        layout: ``"grouped_conv"`` stores the projection as the released model's
             grouped 1x1 conv (``filter_project``, groups=K, C*K inputs ->
             C*K + K outputs) and reproduces its output split exactly; released
             weights load once their ``.conv`` level is dropped
@@ -61,22 +62,21 @@ class ConditionalClassifier(nn.Module):
 
     Initialisation follows the released model (mmcv ``ConvModule``): Kaiming
     normal weights (fan_out, ReLU gain), zero biases. The per-class layout
-    uses the same standard deviation as the official one.
+    uses the same standard deviation as the grouped-conv one.
     """
 
     def __init__(
         self,
         in_channels: int,
         num_classes: int,
-        layout: str = "official",
+        layout: str = "grouped_conv",
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
+        layout = check_layout(layout)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
         C, K = in_channels, num_classes
@@ -85,9 +85,9 @@ class ConditionalClassifier(nn.Module):
         self.backend: str | None = None  # see condnet.nn.set_backend
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else None
         self.guidance_project = nn.Conv2d(C, K, 1)
-        if layout == "official":
+        if layout == "grouped_conv":
             # Held as the released conv so state dicts match; its forward is
-            # never run (ops.project_official computes the same thing faster).
+            # never run (ops.project_grouped_conv computes the same thing faster).
             self.filter_project = nn.Conv2d(C * K, C * K + K, 1, groups=K)
         else:
             self.filter_weight = nn.Parameter(torch.empty(K, C + 1, C))
@@ -98,7 +98,7 @@ class ConditionalClassifier(nn.Module):
         C, K = self.in_channels, self.num_classes
         nn.init.kaiming_normal_(self.guidance_project.weight, mode="fan_out", nonlinearity="relu")
         nn.init.zeros_(self.guidance_project.bias)
-        if self.layout == "official":
+        if self.layout == "grouped_conv":
             nn.init.kaiming_normal_(self.filter_project.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(self.filter_project.bias)
         else:
@@ -108,13 +108,15 @@ class ConditionalClassifier(nn.Module):
 
     def projection_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The projection's weight and bias as the layout stores them."""
-        if self.layout == "official":
+        if self.layout == "grouped_conv":
             return self.filter_project.weight, self.filter_project.bias
         return self.filter_weight, self.filter_bias
 
     def project(self, class_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class features (B, K, C) -> per-image weights (B, K, C) and biases (B, K)."""
-        project = ops.project_official if self.layout == "official" else ops.project_per_class
+        project = (
+            ops.project_grouped_conv if self.layout == "grouped_conv" else ops.project_per_class
+        )
         return project(class_feats, *self.projection_parameters(), backend=self.backend)
 
     def forward(

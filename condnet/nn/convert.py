@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from .conditional_classifier import LAYOUTS, ConditionalClassifier
+from condnet.ops.layouts import check_layout
+
+from .conditional_classifier import ConditionalClassifier
 from .discovery import find_classifiers
 from .drop_in import INITS, DropInConditionalClassifier
 
@@ -57,7 +59,7 @@ def make_conditional(
     model: nn.Module,
     target: str | Sequence[str] | None = None,
     *,
-    layout: str = "official",
+    layout: str = "grouped_conv",
     init: str = "from_classifier",
     dropout: float = 0.0,
     auxiliary: bool = False,
@@ -82,7 +84,7 @@ def make_conditional(
             ``classifier.high_classifier``, the classifier of the semantic
             branch; ``low_classifier`` stays a plain conv (pass both names to
             convert both).
-        layout: ``"official"`` (the released grouped-conv projection) or
+        layout: ``"grouped_conv"`` (the released grouped-conv projection) or
             ``"per_class"``.
         init: ``"from_classifier"`` (default) warm-starts from the conv's
             weights: the guidance conv copies it and the projection's weight is
@@ -107,8 +109,7 @@ def make_conditional(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
+    layout = check_layout(layout)
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}; got {init!r}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:

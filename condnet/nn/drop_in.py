@@ -50,7 +50,7 @@ class DropInConditionalClassifier(ConditionalClassifier):
     Args:
         in_channels: C, the channels of the features (before unfolding).
         num_classes: K.
-        layout: ``"official"`` or ``"per_class"``, as in :class:`ConditionalClassifier`.
+        layout: ``"grouped_conv"`` or ``"per_class"``, as in :class:`ConditionalClassifier`.
         dropout: ``Dropout2d`` probability on the features (before unfolding);
             0 by default, since the host network keeps its own dropout.
         kernel_size, stride, padding, dilation: those of the conv replaced.
@@ -63,7 +63,7 @@ class DropInConditionalClassifier(ConditionalClassifier):
         self,
         in_channels: int,
         num_classes: int,
-        layout: str = "official",
+        layout: str = "grouped_conv",
         dropout: float = 0.0,
         *,
         kernel_size: int | tuple[int, int] = 1,
@@ -97,7 +97,7 @@ class DropInConditionalClassifier(ConditionalClassifier):
         cls,
         conv: nn.Conv2d,
         *,
-        layout: str = "official",
+        layout: str = "grouped_conv",
         init: str = "from_classifier",
         dropout: float = 0.0,
     ) -> DropInConditionalClassifier:

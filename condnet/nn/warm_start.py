@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from .conditional_classifier import LAYOUTS, ConditionalClassifier
+from condnet.ops.layouts import check_layout
+
+from .conditional_classifier import ConditionalClassifier
 
 __all__ = ["warm_start_", "warm_start_tensors"]
 
@@ -45,14 +47,14 @@ def _as_plain(weight: object, bias: object) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def warm_start_tensors(
-    weight: torch.Tensor, bias: torch.Tensor | None = None, layout: str = "official"
+    weight: torch.Tensor, bias: torch.Tensor | None = None, layout: str = "grouped_conv"
 ) -> dict[str, torch.Tensor]:
     """The warm-started parameters of a :class:`ConditionalClassifier`, by name.
 
     Args:
         weight: the plain 1x1 classifier's weight, (K, C) or (K, C, 1, 1).
         bias: its bias (K,), or None for a conv without bias (taken as 0).
-        layout: the conditional classifier's layout, ``"official"`` or
+        layout: the conditional classifier's layout, ``"grouped_conv"`` or
             ``"per_class"``.
 
     Returns:
@@ -61,7 +63,7 @@ def warm_start_tensors(
         (K,), copies of the plain classifier; and the projection with weight 0
         and a bias holding the plain classifier:
 
-        - ``"official"``: ``filter_project.bias`` (C*K + K,) is
+        - ``"grouped_conv"``: ``filter_project.bias`` (C*K + K,) is
           ``cat(weight.flatten(), bias)``, because the released grouped conv's
           first C*K outputs, read class-major, are the per-image weights and
           its last K outputs the biases (group boundaries do not follow the
@@ -69,8 +71,7 @@ def warm_start_tensors(
         - ``"per_class"``: ``filter_bias[k]`` (K, C + 1) is ``[weight[k], bias[k]]``;
           ``filter_weight`` (K, C + 1, C) is 0.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
+    layout = check_layout(layout)
     weight, bias = _as_plain(weight, bias)
     K, C = weight.shape
     weight, bias = weight.detach(), bias.detach()
@@ -78,7 +79,7 @@ def warm_start_tensors(
         "guidance_project.weight": weight.reshape(K, C, 1, 1).clone(),
         "guidance_project.bias": bias.clone(),
     }
-    if layout == "official":
+    if layout == "grouped_conv":
         state["filter_project.weight"] = weight.new_zeros(C * K + K, C, 1, 1)
         state["filter_project.bias"] = torch.cat([weight.reshape(-1), bias])
     else:

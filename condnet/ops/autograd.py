@@ -42,10 +42,10 @@ def _project_setup(ctx, inputs, output):
 
 
 def _conditional_classifier_setup(ctx, inputs, output):
-    x, guide_weight, guide_bias, proj_weight, proj_bias, official = inputs
+    x, guide_weight, guide_bias, proj_weight, proj_bias, layout = inputs
     _, guide_logits, class_feats, theta = output
     ctx.save_for_backward(x, guide_weight, guide_logits, class_feats, proj_weight, theta)
-    ctx.official = official
+    ctx.layout = layout
     ctx.has_biases = (guide_bias is not None, proj_bias is not None)
     ctx.set_materialize_grads(False)
 
@@ -91,7 +91,7 @@ def register_autograd(namespace: str) -> None:
             class_feats,
             proj_weight,
             theta,
-            ctx.official,
+            ctx.layout,
             need,
         )
         return (*grads, None)

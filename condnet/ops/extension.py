@@ -6,6 +6,8 @@ import torch
 
 import condnet
 
+from . import registry
+
 OPS = ("class_pool", "dynamic_classify", "project", "conditional_classifier")
 # Ops made of others (CompositeExplicitAutograd): they run on a device when
 # every part has a kernel there.
@@ -62,6 +64,20 @@ def missing_kernel_message(op: str, device_type: str) -> str:
         f"(this build has kernels for: {built}); {BUILD_HINT}, "
         "or use backend='reference' or 'auto'"
     )
+
+
+def _unavailable_reason(op: str, device_type: str) -> str | None:
+    return None if has_kernel(op, device_type) else missing_kernel_message(op, device_type)
+
+
+def _kernel(op: str):
+    return getattr(torch.ops.condnet, op)
+
+
+BACKEND = registry.Backend(
+    name="extension", kernel=_kernel, unavailable_reason=_unavailable_reason, auto_rank=20
+)
+registry.register(BACKEND)
 
 
 def build_info() -> dict:

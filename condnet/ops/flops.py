@@ -104,7 +104,7 @@ def conditional_classifier_backward_flops(
     feats_shape,
     proj_weight_shape,
     theta_shape,
-    official,
+    layout,
     mask,
     **kwargs,
 ) -> int:

@@ -1,16 +1,15 @@
-"""The public ops: argument checks, autocast, and the choice of backend."""
+"""The public ops: argument checks, autocast, the layout's views, then the
+kernel the backend registry (:mod:`condnet.ops.registry`) names."""
 
 from __future__ import annotations
 
 import torch
 
-from . import reference
-from .backend import resolve
+from . import layouts, registry
 from .validation import (
     check_class_pool,
     check_conditional_classifier,
     check_dynamic_classify,
-    check_layout,
     check_project,
 )
 
@@ -49,7 +48,8 @@ def class_pool(
         x: features (B, C, H, W); float16, bfloat16, float32 or float64.
         guide_weight: (K, C), same dtype and device as x.
         guide_bias: optional (K,).
-        backend: "auto", "reference", "extension" or "triton"; None follows
+        backend: "auto" or a registered backend (:data:`condnet.ops.BACKENDS`:
+            "reference", "extension", "triton"); None follows
             :func:`condnet.ops.use_backend`, then ``CONDNET_BACKEND``, then "auto".
 
     Returns:
@@ -57,12 +57,9 @@ def class_pool(
     """
     x, guide_weight, guide_bias = _autocast(x, guide_weight, guide_bias)
     check_class_pool(x, guide_weight, guide_bias)
-    impl = resolve("class_pool", x.device.type, backend)
-    if impl == "triton":
-        return tuple(torch.ops.condnet_triton.class_pool(x, guide_weight, guide_bias))
-    if impl == "extension":
-        return tuple(torch.ops.condnet.class_pool(x, guide_weight, guide_bias))
-    return reference.class_pool(x, guide_weight, guide_bias)
+    kernel = registry.kernel("class_pool", x.device.type, backend)
+    guide_logits, class_feats = kernel(x, guide_weight, guide_bias)
+    return guide_logits, class_feats
 
 
 def dynamic_classify(
@@ -85,28 +82,48 @@ def dynamic_classify(
     """
     x, weight, bias = _autocast(x, weight, bias)
     check_dynamic_classify(x, weight, bias)
-    impl = resolve("dynamic_classify", x.device.type, backend)
-    if impl == "triton":
-        return torch.ops.condnet_triton.dynamic_classify(x, weight, bias)
-    if impl == "extension":
-        return torch.ops.condnet.dynamic_classify(x, weight, bias)
-    return reference.dynamic_classify(x, weight, bias)
+    return registry.kernel("dynamic_classify", x.device.type, backend)(x, weight, bias)
 
 
-def _project(class_feats, proj_weight, proj_bias, layout, backend):
+def project(
+    class_feats: torch.Tensor,
+    proj_weight: torch.Tensor,
+    proj_bias: torch.Tensor | None = None,
+    *,
+    layout: str = layouts.GROUPED_CONV,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The projection of class features to per-image classifiers, with the
+    parameters stored in ``layout`` (:mod:`condnet.ops.layouts`).
+
+    Every layout runs the same per-class product, ``theta[b, k] = A[k] @
+    class_feats[b, k] + a[k]`` with ``A`` (K, C + 1, C) a view of the stored
+    weight, and reads theta back as the layout says: ``"grouped_conv"`` is the
+    released model's grouped 1x1 conv (groups=K) reproduced exactly (its first
+    C*K outputs are the weights, its last K the biases); ``"per_class"``
+    stores ``A`` and ``a`` as they are, class k's weights theta[:, k, :C] and
+    its bias theta[:, k, C].
+
+    Args:
+        class_feats: (B, K, C).
+        proj_weight: (C*K + K, C, 1, 1) or (C*K + K, C) for "grouped_conv",
+            (K, C + 1, C) for "per_class"; in class_feats' dtype, or float32
+            for float16/bfloat16 class_feats: the kernels read float32 master
+            weights as they are and sum in float32 (under autocast too).
+        proj_bias: optional (C*K + K,) or (K, C + 1), in proj_weight's dtype.
+        layout: "grouped_conv" or "per_class".
+        backend: as for :func:`class_pool`.
+
+    Returns:
+        ``(weight, bias)``: (B, K, C) and (B, K) in class_feats' dtype (views
+        of one (B, K, C + 1) tensor).
+    """
+    layout = layouts.check_layout(layout)
     (class_feats,) = _autocast(class_feats)
     check_project(class_feats, proj_weight, proj_bias, layout)
-    impl = resolve("project", class_feats.device.type, backend)
-    if impl == "reference":
-        fn = reference.project_official if layout == "official" else reference.project_per_class
-        return fn(class_feats, proj_weight, proj_bias)
-    if layout == "official":
-        proj_weight, proj_bias = reference.official_groups(
-            proj_weight, proj_bias, class_feats.shape[1]
-        )
-    namespace = torch.ops.condnet_triton if impl == "triton" else torch.ops.condnet
-    theta = namespace.project(class_feats, proj_weight, proj_bias)
-    return reference.split_theta(theta, layout)
+    A, a = layouts.canonical_projection(proj_weight, proj_bias, layout, class_feats.shape[1])
+    theta = registry.kernel("project", class_feats.device.type, backend)(class_feats, A, a)
+    return layouts.split_theta(theta, layout)
 
 
 def project_per_class(
@@ -116,49 +133,22 @@ def project_per_class(
     *,
     backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The per-class projection: ``theta[b, k] = proj_weight[k] @ class_feats[b, k]
-    + proj_bias[k]``, whose first C entries are class k's weights and the
-    last its bias.
-
-    Args:
-        class_feats: (B, K, C).
-        proj_weight: (K, C + 1, C), in class_feats' dtype, or float32 for
-            float16/bfloat16 class_feats: the kernels read float32 master
-            weights as they are and sum in float32 (under autocast too).
-        proj_bias: optional (K, C + 1), in proj_weight's dtype.
-        backend: as for :func:`class_pool`.
-
-    Returns:
-        ``(weight, bias)``: (B, K, C) and (B, K) in class_feats' dtype (views
-        of one (B, K, C + 1) tensor).
-    """
-    return _project(class_feats, proj_weight, proj_bias, "per_class", backend)
+    """:func:`project` with ``layout="per_class"``."""
+    return project(class_feats, proj_weight, proj_bias, layout=layouts.PER_CLASS, backend=backend)
 
 
-def project_official(
+def project_grouped_conv(
     class_feats: torch.Tensor,
     proj_weight: torch.Tensor,
     proj_bias: torch.Tensor | None = None,
     *,
     backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The released model's projection (a grouped 1x1 conv, groups=K),
-    reproduced exactly: the same per-class product as
-    :func:`project_per_class`, through views of the conv's weight, read back
-    with the conv's output split (its first C*K outputs are the weights, its
-    last K the biases; see :func:`condnet.ops.reference.project_official`).
-
-    Args:
-        class_feats: (B, K, C).
-        proj_weight: (C*K + K, C, 1, 1) as in released checkpoints, or
-            (C*K + K, C); dtype as for :func:`project_per_class`.
-        proj_bias: optional (C*K + K,).
-        backend: as for :func:`class_pool`.
-
-    Returns:
-        ``(weight, bias)``: (B, K, C) and (B, K).
-    """
-    return _project(class_feats, proj_weight, proj_bias, "official", backend)
+    """:func:`project` with ``layout="grouped_conv"``, the released model's
+    projection (``project_official`` before the layout was renamed)."""
+    return project(
+        class_feats, proj_weight, proj_bias, layout=layouts.GROUPED_CONV, backend=backend
+    )
 
 
 def conditional_classifier(
@@ -168,7 +158,7 @@ def conditional_classifier(
     proj_weight: torch.Tensor,
     proj_bias: torch.Tensor | None = None,
     *,
-    layout: str = "official",
+    layout: str = layouts.GROUPED_CONV,
     backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole conditional classifier, fused: class_pool, the projection in
@@ -182,29 +172,18 @@ def conditional_classifier(
     Args:
         x: features (B, C, H, W).
         guide_weight, guide_bias: the guidance classifier, (K, C) and (K,).
-        proj_weight, proj_bias: the projection as ``layout`` stores it:
-            (C*K + K, C, 1, 1) and (C*K + K,) for "official" (the released
-            grouped conv), (K, C + 1, C) and (K, C + 1) for "per_class".
-        layout: "official" or "per_class".
+        proj_weight, proj_bias: the projection as ``layout`` stores it (see
+            :func:`project`).
+        layout: "grouped_conv" or "per_class".
         backend: as for :func:`class_pool`.
 
     Returns:
         ``(logits, guide_logits)``, both (B, K, H, W) in x's dtype.
     """
-    layout = check_layout(layout)
+    layout = layouts.check_layout(layout)
     x, guide_weight, guide_bias = _autocast(x, guide_weight, guide_bias)
     check_conditional_classifier(x, guide_weight, guide_bias, proj_weight, proj_bias, layout)
-    impl = resolve("conditional_classifier", x.device.type, backend)
-    if impl == "reference":
-        return reference.conditional_classifier(
-            x, guide_weight, guide_bias, proj_weight, proj_bias, layout
-        )
-    if layout == "official":
-        proj_weight, proj_bias = reference.official_groups(
-            proj_weight, proj_bias, guide_weight.shape[0]
-        )
-    namespace = torch.ops.condnet_triton if impl == "triton" else torch.ops.condnet
-    logits, guide_logits, _, _ = namespace.conditional_classifier(
-        x, guide_weight, guide_bias, proj_weight, proj_bias, layout == "official"
-    )
+    A, a = layouts.canonical_projection(proj_weight, proj_bias, layout, guide_weight.shape[0])
+    kernel = registry.kernel("conditional_classifier", x.device.type, backend)
+    logits, guide_logits, _, _ = kernel(x, guide_weight, guide_bias, A, a, layout)
     return logits, guide_logits

@@ -11,7 +11,7 @@ Shapes: x (B, C, H, W), N = H * W pixels, K classes.
     p = softmax_k(g)               soft class masks, never returned
     f = (1 / N) p x^T              class features (B, K, C)
     theta[b, k] = A[k] f[b, k] + a[k]   the projection (B, K, C+1)
-    w, beta = theta's weights and biases (per-class or official reading)
+    w, beta = theta's weights and biases, read as the layout says (layouts.py)
     y = w x + beta                 per-image classifier logits (B, K, H, W)
 
 The 1/N factor divides by the pixel count, not by sum_n p: that is what the
@@ -22,19 +22,16 @@ from __future__ import annotations
 
 import torch
 
+from .layouts import GROUPED_CONV, PER_CLASS, canonical_projection, check_layout, split_theta
+
 __all__ = [
-    "LAYOUTS",
     "class_pool",
     "conditional_classifier",
     "dynamic_classify",
-    "official_groups",
     "project",
-    "project_official",
+    "project_grouped_conv",
     "project_per_class",
-    "split_theta",
 ]
-
-LAYOUTS = ("official", "per_class")
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -113,36 +110,6 @@ def project(
     return theta.to(class_feats.dtype)
 
 
-def split_theta(theta: torch.Tensor, layout: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The per-image classifier ``(weight (B, K, C), bias (B, K))`` read off
-    theta (B, K, C + 1), as views.
-
-    ``"per_class"``: class k's weights are theta[:, k, :C], its bias
-    theta[:, k, C]. ``"official"``: theta flattened class-major to
-    (B, K * (C + 1)) is the released grouped conv's output; its first K * C
-    values, read class-major, are the weights and its last K the biases.
-    """
-    B, K, J = theta.shape
-    C = J - 1
-    if layout == "per_class":
-        return theta[..., :C], theta[..., C]
-    flat = theta.reshape(B, K * J)
-    return flat[:, : K * C].reshape(B, K, C), flat[:, K * C :]
-
-
-def official_groups(
-    proj_weight: torch.Tensor, proj_bias: torch.Tensor | None, num_classes: int
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The released conv's weight (C*K + K, C[, 1, 1]) and bias (C*K + K,) as
-    the per-class matrices (K, C + 1, C) and (K, C + 1) they are: group k of
-    the grouped conv applies a (C + 1) x C matrix to class k's features.
-    Views, no copies."""
-    C = proj_weight.shape[1]
-    groups = proj_weight.reshape(num_classes, C + 1, C)
-    bias = None if proj_bias is None else proj_bias.reshape(num_classes, C + 1)
-    return groups, bias
-
-
 def project_per_class(
     class_feats: torch.Tensor,
     proj_weight: torch.Tensor,
@@ -161,10 +128,10 @@ def project_per_class(
     Returns:
         ``(weight, bias)`` of shapes (B, K, C) and (B, K).
     """
-    return split_theta(project(class_feats, proj_weight, proj_bias), "per_class")
+    return split_theta(project(class_feats, proj_weight, proj_bias), PER_CLASS)
 
 
-def project_official(
+def project_grouped_conv(
     class_feats: torch.Tensor,
     proj_weight: torch.Tensor,
     proj_bias: torch.Tensor | None = None,
@@ -190,8 +157,8 @@ def project_official(
     Returns:
         ``(weight, bias)`` of shapes (B, K, C) and (B, K).
     """
-    groups, bias = official_groups(proj_weight, proj_bias, class_feats.shape[1])
-    return split_theta(project(class_feats, groups, bias), "official")
+    A, a = canonical_projection(proj_weight, proj_bias, GROUPED_CONV, class_feats.shape[1])
+    return split_theta(project(class_feats, A, a), GROUPED_CONV)
 
 
 def conditional_classifier(
@@ -200,16 +167,17 @@ def conditional_classifier(
     guide_bias: torch.Tensor | None,
     proj_weight: torch.Tensor,
     proj_bias: torch.Tensor | None = None,
-    layout: str = "official",
+    layout: str = GROUPED_CONV,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole conditional classifier: ``(logits, guide_logits)``.
 
     class_pool, then the projection in ``layout`` (proj_weight and proj_bias
     as that layout stores them: (C*K + K, C[, 1, 1]) and (C*K + K,) for
-    ``"official"``, (K, C + 1, C) and (K, C + 1) for ``"per_class"``), then
+    ``"grouped_conv"``, (K, C + 1, C) and (K, C + 1) for ``"per_class"``), then
     dynamic_classify.
     """
+    layout = check_layout(layout)
     guide_logits, class_feats = class_pool(x, guide_weight, guide_bias)
-    project_fn = project_official if layout == "official" else project_per_class
+    project_fn = project_grouped_conv if layout == GROUPED_CONV else project_per_class
     weight, bias = project_fn(class_feats, proj_weight, proj_bias)
     return dynamic_classify(x, weight, bias), guide_logits

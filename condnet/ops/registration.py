@@ -66,7 +66,7 @@ def _project_backward_fake(grad_theta, class_feats, weight, output_mask):
     )
 
 
-def _conditional_classifier_fake(x, guide_weight, guide_bias, proj_weight, proj_bias, official):
+def _conditional_classifier_fake(x, guide_weight, guide_bias, proj_weight, proj_bias, layout):
     B, C, H, W = x.shape
     K = guide_weight.shape[0]
     maps = (x.new_empty(B, K, H, W), x.new_empty(B, K, H, W))
@@ -84,7 +84,7 @@ def _conditional_classifier_backward_fake(
     class_feats,
     proj_weight,
     theta,
-    official,
+    layout,
     output_mask,
 ):
     return _masked(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from .layouts import check_layout, stored_projection_shapes
+
 
 def _shape(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
@@ -74,7 +76,6 @@ def check_dynamic_classify(x, weight, bias) -> None:
 
 
 _HALF = (torch.float16, torch.bfloat16)
-LAYOUTS = ("official", "per_class")
 
 
 def check_class_feats(class_feats: object) -> torch.Tensor:
@@ -84,12 +85,6 @@ def check_class_feats(class_feats: object) -> torch.Tensor:
             f"class_feats must have shape (B, K, C) with K, C >= 1, got {_shape(class_feats)}"
         )
     return class_feats
-
-
-def check_layout(layout: object) -> str:
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    return layout  # type: ignore[return-value]
 
 
 def check_projection(
@@ -103,23 +98,16 @@ def check_projection(
     source: str,
 ) -> None:
     """The projection's parameters for K classes of C channels, as ``layout``
-    stores them: (K, C+1, C) and (K, C+1) for "per_class", the released
-    conv's (C*K + K, C, 1, 1) (or (C*K + K, C)) and (C*K + K,) for
-    "official". Their dtype is the class features' or, for float16/bfloat16
-    features, float32 (master weights). ``source`` says where K and C come
+    stores them (:func:`condnet.ops.layouts.stored_projection_shapes`). Their
+    dtype is the class features' or, for float16/bfloat16 features, float32
+    (master weights). ``source`` says where K and C come
     from, for the messages."""
     proj_weight = _check_tensor(proj_weight, "proj_weight")
-    if layout == "per_class":
-        shapes, meaning = [(K, C + 1, C)], f"(K, C+1, C) = {(K, C + 1, C)}"
-        bias_shape, bias_meaning = (K, C + 1), f"(K, C+1) = {(K, C + 1)}"
-    else:
-        rows = C * K + K
-        shapes = [(rows, C, 1, 1), (rows, C)]
-        meaning = f"(C*K + K, C, 1, 1) = {shapes[0]} (or {shapes[1]})"
-        bias_shape, bias_meaning = (rows,), f"(C*K + K,) = {(rows,)}"
-    if _shape(proj_weight) not in shapes:
+    stored = stored_projection_shapes(layout, K, C)
+    if _shape(proj_weight) not in stored.weight:
         raise ValueError(
-            f"proj_weight must have shape {meaning} {source}, got {_shape(proj_weight)}"
+            f"proj_weight must have shape {stored.weight_meaning} {source}, "
+            f"got {_shape(proj_weight)}"
         )
     if proj_weight.dtype != feats_dtype and not (
         proj_weight.dtype == torch.float32 and feats_dtype in _HALF
@@ -133,8 +121,10 @@ def check_projection(
     if proj_bias is None:
         return
     proj_bias = _check_tensor(proj_bias, "proj_bias")
-    if _shape(proj_bias) != bias_shape:
-        raise ValueError(f"proj_bias must have shape {bias_meaning}, got {_shape(proj_bias)}")
+    if _shape(proj_bias) != stored.bias:
+        raise ValueError(
+            f"proj_bias must have shape {stored.bias_meaning}, got {_shape(proj_bias)}"
+        )
     if proj_bias.dtype != proj_weight.dtype:
         raise TypeError(
             f"proj_bias must have proj_weight's dtype {proj_weight.dtype}, got {proj_bias.dtype}"

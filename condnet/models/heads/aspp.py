@@ -56,7 +56,7 @@ class ASPPHead(nn.Module):
         channels: int = 512,
         dilations: Sequence[int] = (1, 6, 12, 18),
         classifier: str = "conditional",
-        layout: str = "official",
+        layout: str = "grouped_conv",
         dropout: float = 0.1,
     ) -> None:
         super().__init__()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from condnet.nn import LAYOUTS, ConditionalClassifier
+from condnet.nn import ConditionalClassifier
+from condnet.ops.layouts import check_layout
 
 CLASSIFIERS = ("conditional", "plain")
 
@@ -43,7 +44,7 @@ def build_classifier(
     in_channels: int,
     num_classes: int,
     *,
-    layout: str = "official",
+    layout: str = "grouped_conv",
     dropout: float = 0.1,
 ) -> nn.Module:
     """``"conditional"`` -> :class:`~condnet.nn.ConditionalClassifier`;
@@ -54,8 +55,7 @@ def build_classifier(
     if kind == "conditional":
         return ConditionalClassifier(in_channels, num_classes, layout=layout, dropout=dropout)
     if kind == "plain":
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
+        layout = check_layout(layout)
         return PlainClassifier(in_channels, num_classes, dropout=dropout)
     raise ValueError(f"classifier must be one of {CLASSIFIERS}; got {kind!r}")
 

@@ -44,7 +44,7 @@ class SepASPPHead(ASPPHead):
         c1_channels: int = 48,
         dilations: Sequence[int] = (1, 12, 24, 36),
         classifier: str = "conditional",
-        layout: str = "official",
+        layout: str = "grouped_conv",
         dropout: float = 0.1,
     ) -> None:
         super().__init__(

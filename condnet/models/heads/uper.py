@@ -44,7 +44,7 @@ class UPerHead(nn.Module):
         channels: int = 512,
         pool_scales: Sequence[int] = (1, 2, 3, 6),
         classifier: str = "conditional",
-        layout: str = "official",
+        layout: str = "grouped_conv",
         dropout: float = 0.1,
     ) -> None:
         super().__init__()

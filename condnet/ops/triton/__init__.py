@@ -1,10 +1,10 @@
-"""Triton kernels for class_pool and dynamic_classify, forward and backward.
+"""The ``"triton"`` backend: Triton kernels for every condnet op, forward and
+backward.
 
-They are registered as ``torch.ops.condnet_triton.{class_pool,
-class_pool_backward, dynamic_classify, dynamic_classify_backward}``, with
-``torch.library.triton_op``, so torch.compile traces into the kernels. Select
-them with ``backend="triton"``; ``backend="auto"`` prefers them on CUDA GPUs
-of compute capability 8.0 or newer.
+They are registered as ``torch.ops.condnet_triton.*`` (:mod:`.ops`, with the
+schemas of :mod:`condnet.ops.schemas`), with ``torch.library.triton_op``, so
+torch.compile traces into the kernels. Select them with ``backend="triton"``;
+``backend="auto"`` prefers them on CUDA GPUs of compute capability 8.0 or newer.
 
 Importing this package does not import triton: :func:`available` and
 :func:`unavailable_reason` do, on first use, and only then are the kernels
@@ -19,7 +19,9 @@ import importlib
 
 import torch
 
-__all__ = ["MIN_CAPABILITY", "available", "unavailable_reason"]
+from .. import registry
+
+__all__ = ["BACKEND", "MIN_CAPABILITY", "available", "unavailable_reason"]
 
 # bfloat16 tl.dot needs Ampere tensor cores.
 MIN_CAPABILITY = (8, 0)
@@ -100,3 +102,18 @@ def available(device_type: str) -> bool:
     triton imports, and the device is a CUDA GPU of compute capability >= 8.0,
     or the CPU under ``TRITON_INTERPRET=1``."""
     return unavailable_reason(device_type) is None
+
+
+def _kernel(op: str):
+    return getattr(torch.ops.condnet_triton, op)
+
+
+# Every op has a Triton kernel wherever triton runs; "auto" takes it on CUDA only.
+BACKEND = registry.Backend(
+    name="triton",
+    kernel=_kernel,
+    unavailable_reason=lambda op, device_type: unavailable_reason(device_type),
+    auto_rank=10,
+    auto_devices=frozenset({"cuda"}),
+)
+registry.register(BACKEND)
