@@ -1,7 +1,7 @@
 """The whole conditional classifier as the released CondNet model computes it.
 
 This is the "released" provider of the kernel benchmark: the same math as
-condnet.ops (class_pool, project_official, dynamic_classify) written the way
+condnet.ops (class_pool, project_grouped_conv, dynamic_classify) written the way
 the released code writes it, with convolutions and a materialised softmax map:
 
 1. guide logits: a 1x1 conv of x;

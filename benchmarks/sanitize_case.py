@@ -136,7 +136,7 @@ def classifier(t: dict, dtype, layout: str, param_dtype) -> None:
     gen = torch.Generator().manual_seed(1)
     A = torch.randn(K, C + 1, C, generator=gen, dtype=torch.float64) * C**-0.5
     a = torch.randn(K, C + 1, generator=gen, dtype=torch.float64)
-    if layout == "official":
+    if layout == "grouped_conv":
         A, a = A.reshape(K * (C + 1), C, 1, 1), a.reshape(-1)
     params = [t["guide_weight"], t["guide_bias"], A, a]
     params = [p.to(param_dtype) for p in params]
@@ -190,10 +190,10 @@ def main() -> int:
                     dtype,
                 )
         backward_ops(t, dtype)
-        for layout in ("official", "per_class"):
+        for layout in ("grouped_conv", "per_class"):
             classifier(t, dtype, layout, dtype)
         if dtype == torch.bfloat16:  # float32 master weights, as autocast training has them
-            classifier(t, dtype, "official", torch.float32)
+            classifier(t, dtype, "grouped_conv", torch.float32)
         torch.cuda.synchronize()
     for line in failures:
         print("MISMATCH", line)

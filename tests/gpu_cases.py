@@ -165,7 +165,7 @@ def classifier_inputs(shape, precision, layout, seed=0):
     gen = torch.Generator().manual_seed(seed + 2)
     A = torch.randn(K, C + 1, C, generator=gen, dtype=torch.float64) * C**-0.5
     a = torch.randn(K, C + 1, generator=gen, dtype=torch.float64) * 0.1
-    if layout == "official":
+    if layout == "grouped_conv":
         A, a = A.reshape(K * (C + 1), C, 1, 1), a.reshape(-1)
     dy = torch.randn(B, K, H, W, generator=gen, dtype=torch.float64)
     dg = torch.randn(B, K, H, W, generator=gen, dtype=torch.float64)

@@ -212,7 +212,7 @@ def test_released_formulation_matches_condnet_ops(dtype, bias):
     x, gw, gb, pw, pb = inputs = _classifier_inputs(dtype, bias)
     guide, logits = released.classifier(*inputs)
     g_ref, feats = reference.class_pool(x, gw, gb)
-    w, b = reference.project_official(feats, pw, pb)
+    w, b = reference.project_grouped_conv(feats, pw, pb)
     y_ref = reference.dynamic_classify(x, w, b)
     tol = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {}
     torch.testing.assert_close(guide, g_ref, **tol)

@@ -17,7 +17,7 @@ from condnet.tools.complexity import main
 from tests.opcases import needs_extension
 
 
-@pytest.mark.parametrize("layout", ["official", "per_class"])
+@pytest.mark.parametrize("layout", ["grouped_conv", "per_class"])
 def test_conditional_classifier_parameter_count(layout):
     C, K = 512, 150
     clf = ConditionalClassifier(C, K, layout=layout)

@@ -82,7 +82,7 @@ def test_released_settings(name, backbone, head, K, test):
     assert (c.channels, c.dropout, c.layout, c.auxiliary, c.aux_channels) == (
         512,
         0.1,
-        "official",
+        "grouped_conv",
         True,
         256,
     )

@@ -62,7 +62,7 @@ def test_parameter_count(layout):
     projection = (C * K + K) * C + (C * K + K)
     assert sum(p.numel() for p in clf.parameters()) == guidance + projection
     names = {n for n, _ in clf.named_parameters()}
-    if layout == "official":
+    if layout == "grouped_conv":
         # The released head's names, so its checkpoints load unchanged.
         assert names == {
             "guidance_project.weight",
@@ -88,7 +88,7 @@ def test_init_statistics(layout):
     proj_std = math.sqrt(2 / (C * K + K))  # the grouped conv's C*K + K outputs
     assert clf.guidance_project.weight.std().item() == pytest.approx(guide_std, rel=0.1)
     assert (clf.guidance_project.bias == 0).all()
-    if layout == "official":
+    if layout == "grouped_conv":
         weight, bias = clf.filter_project.weight, clf.filter_project.bias
     else:
         weight, bias = clf.filter_weight, clf.filter_bias
@@ -97,7 +97,7 @@ def test_init_statistics(layout):
     assert (bias == 0).all()
 
 
-def test_official_layout_reproduces_the_released_head():
+def test_grouped_conv_layout_reproduces_the_released_head():
     torch.manual_seed(0)
     C, K = 6, 4
     clf = ConditionalClassifier(C, K).double().eval()

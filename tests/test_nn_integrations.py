@@ -176,8 +176,8 @@ def test_host_model(name):
         clf = model.get_submodule(target)
         assert clf.guide_logits is None
         assert clf.guidance_project.weight.grad.abs().sum() > 0
-        projection = clf.filter_project if clf.layout == "official" else clf
-        weight = projection.weight if clf.layout == "official" else clf.filter_weight
+        projection = clf.filter_project if clf.layout == "grouped_conv" else clf
+        weight = projection.weight if clf.layout == "grouped_conv" else clf.filter_weight
         assert weight.abs().sum() > 0  # moved off the warm start's 0
 
     # Eval output: shape and dtype.

@@ -1,5 +1,5 @@
 """condnet.nn.warm_start_: the projection generates the plain classifier for
-every image, in both layouts (the official one with its quirky split)."""
+every image, in both layouts (the released grouped-conv one with its quirky split)."""
 
 import pytest
 import torch
@@ -15,9 +15,9 @@ def plain(dtype=torch.float64):
     return torch.randn(K, C, generator=g, dtype=dtype), torch.randn(K, generator=g, dtype=dtype)
 
 
-def test_official_bias_is_the_weights_class_major_then_the_biases():
+def test_grouped_conv_bias_is_the_weights_class_major_then_the_biases():
     weight, bias = plain()
-    state = warm_start_tensors(weight.reshape(K, C, 1, 1), bias, "official")
+    state = warm_start_tensors(weight.reshape(K, C, 1, 1), bias, "grouped_conv")
     assert state["filter_project.weight"].shape == (C * K + K, C, 1, 1)
     assert not state["filter_project.weight"].any()
     # Group k of the grouped conv owns outputs k*(C+1) ... k*(C+1)+C, so the
@@ -25,7 +25,9 @@ def test_official_bias_is_the_weights_class_major_then_the_biases():
     assert torch.equal(state["filter_project.bias"][: C * K], weight.flatten())
     assert torch.equal(state["filter_project.bias"][C * K :], bias)
     feats = torch.randn(3, K, C, dtype=torch.float64)
-    w, b = ops.project_official(feats, state["filter_project.weight"], state["filter_project.bias"])
+    w, b = ops.project_grouped_conv(
+        feats, state["filter_project.weight"], state["filter_project.bias"]
+    )
     assert torch.equal(w, weight.expand(3, K, C)) and torch.equal(b, bias.expand(3, K))
 
 
@@ -52,7 +54,7 @@ def test_warm_started_classifier_is_the_plain_conv(layout):
 
 def test_missing_bias_is_zero_and_the_tensors_are_copies():
     weight, _ = plain()
-    state = warm_start_tensors(weight, None, "official")
+    state = warm_start_tensors(weight, None, "grouped_conv")
     assert not state["guidance_project.bias"].any()
     weight.add_(1)
     assert not torch.equal(state["guidance_project.weight"].flatten(1), weight)

@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import condnet.ops as ops
 from condnet.nn import ConditionalClassifier
-from condnet.ops import reference
+from condnet.ops import layouts, reference
 from tests.opcases import (
     KERNEL_BACKENDS,
     TOLERANCES,
@@ -21,7 +21,7 @@ from tests.opcases import (
 )
 
 SHAPES = [(2, 17, 5, 6, 7), (1, 5, 1, 3, 4), (3, 8, 19, 5, 2)]  # B, C, K, H, W
-LAYOUTS = ["official", "per_class"]
+LAYOUTS = ["grouped_conv", "per_class"]
 NAMES = ("x", "guide_weight", "guide_bias", "proj_weight", "proj_bias")
 
 
@@ -29,7 +29,7 @@ def _projection(C, K, layout, dtype=torch.float64, seed=7):
     gen = torch.Generator().manual_seed(seed)
     A = torch.randn(K, C + 1, C, generator=gen, dtype=torch.float64) * C**-0.5
     a = torch.randn(K, C + 1, generator=gen, dtype=torch.float64) * 0.1
-    if layout == "official":
+    if layout == "grouped_conv":
         A, a = A.reshape(K * (C + 1), C, 1, 1), a.reshape(-1)
     return A.to(dtype), a.to(dtype)
 
@@ -107,17 +107,16 @@ def test_gradcheck(backend, layout):
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
-@pytest.mark.parametrize("official", [True, False])
-def test_gradcheck_of_every_output_of_the_raw_op(backend, official):
+@pytest.mark.parametrize("layout", ["grouped_conv", "per_class"])
+def test_gradcheck_of_every_output_of_the_raw_op(backend, layout):
     """The raw op also returns the class features and theta (what its backward
     needs); gradients that reach them are handled too."""
-    layout = "official" if official else "per_class"
     x, gw, gb, A, a = _inputs((2, 4, 3, 2, 3), layout)
-    if official:
-        A, a = reference.official_groups(A, a, 3)
+    if layout == "grouped_conv":
+        A, a = layouts.canonical_projection(A, a, "grouped_conv", 3)
     inputs = tuple(t.detach().requires_grad_() for t in (x, gw, gb, A, a))
     namespace = torch.ops.condnet if backend == "extension" else torch.ops.condnet_triton
-    fn = lambda *t: tuple(namespace.conditional_classifier(*t, official))  # noqa: E731
+    fn = lambda *t: tuple(namespace.conditional_classifier(*t, layout))  # noqa: E731
     assert torch.autograd.gradcheck(fn, inputs, fast_mode=True)
 
 
@@ -131,9 +130,9 @@ def test_gradcheck_of_every_output_of_the_raw_op(backend, official):
     ],
 )
 def test_gradients_for_a_subset_of_inputs(backend, needs):
-    inputs = _inputs((2, 7, 5, 4, 3), "official")
+    inputs = _inputs((2, 7, 5, 4, 3), "grouped_conv")
     results = []
-    for fn in (_classifier("official", backend), reference.conditional_classifier):
+    for fn in (_classifier("grouped_conv", backend), reference.conditional_classifier):
         leaves = [t.clone().requires_grad_(n) for t, n in zip(inputs, needs, strict=True)]
         y, g = fn(*leaves)
         (y.square().sum() + g.square().sum()).backward()
@@ -151,11 +150,11 @@ def test_low_precision_close_to_float64_truth(backend, dtype, master):
     """16-bit features with float32 parameters (what autocast hands the op:
     the guide weights cast, the projection's not) or all 16-bit."""
     shape = (2, 24, 9, 5, 6)
-    x, gw, gb, A, a = _inputs(shape, "official", dtype, torch.float32 if master else dtype)
+    x, gw, gb, A, a = _inputs(shape, "grouped_conv", dtype, torch.float32 if master else dtype)
     gw, gb = gw.to(dtype), gb.to(dtype)  # as ops.conditional_classifier's autocast does
     inputs = (x, gw, gb, A, a)
     upstream = _upstream(shape, dtype)
-    outs, got = grads(_classifier("official", backend), inputs, upstream)
+    outs, got = grads(_classifier("grouped_conv", backend), inputs, upstream)
     truth_outs, truth = grads(
         reference.conditional_classifier,
         [t.double() for t in inputs],
@@ -197,7 +196,7 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
-def _backward_calls(backend, inputs, layout="official"):
+def _backward_calls(backend, inputs, layout="grouped_conv"):
     leaves = [t.detach().clone().requires_grad_() for t in inputs]
     y, g = ops.conditional_classifier(*leaves, layout=layout, backend=backend)
     loss = y.square().sum() + g.square().sum()
@@ -208,7 +207,7 @@ def _backward_calls(backend, inputs, layout="official"):
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_backward_is_one_op_and_adds_no_second_dx(backend):
-    inputs = _inputs((2, 6, 4, 5, 5), "official", torch.float32)
+    inputs = _inputs((2, 6, 4, 5, 5), "grouped_conv", torch.float32)
     x_shape = tuple(inputs[0].shape)
     calls = _backward_calls(backend, inputs)
     condnet = [name for name, _ in calls if "condnet" in name]
@@ -219,7 +218,7 @@ def test_backward_is_one_op_and_adds_no_second_dx(backend):
 
 def test_reference_backward_adds_two_dx():
     """The check above can fail: autograd over the separate reference ops adds two dx."""
-    inputs = _inputs((2, 6, 4, 5, 5), "official", torch.float32)
+    inputs = _inputs((2, 6, 4, 5, 5), "grouped_conv", torch.float32)
     x_shape = tuple(inputs[0].shape)
     calls = _backward_calls("reference", inputs)
     assert any("add" in name and (x_shape, torch.float32) in shapes for name, shapes in calls)
@@ -343,16 +342,15 @@ def test_class_pool_backward_needs_both_classifier_arguments():
 
 
 @needs_extension
-@pytest.mark.parametrize("official", [True, False])
+@pytest.mark.parametrize("layout", ["grouped_conv", "per_class"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_opcheck(official, bias):
-    layout = "official" if official else "per_class"
+def test_opcheck(layout, bias):
     x, gw, gb, A, a = _inputs((2, 5, 3, 4, 3), layout, torch.float32, bias=bias)
-    if official:
-        A, a = reference.official_groups(A, a, 3)
+    if layout == "grouped_conv":
+        A, a = layouts.canonical_projection(A, a, "grouped_conv", 3)
     args = [t.requires_grad_() if t is not None else None for t in (x, gw, gb, A, a)]
-    torch.library.opcheck(torch.ops.condnet.conditional_classifier.default, (*args, official))
-    y, g, f, theta = torch.ops.condnet.conditional_classifier(*args, official)
+    torch.library.opcheck(torch.ops.condnet.conditional_classifier.default, (*args, layout))
+    y, g, f, theta = torch.ops.condnet.conditional_classifier(*args, layout)
     saved = [t.detach() for t in (args[0], args[1], g, f, args[3], theta)]
     dy, dg = torch.randn_like(y), torch.randn_like(g)
     op = torch.ops.condnet.conditional_classifier_backward.default
@@ -362,7 +360,7 @@ def test_opcheck(official, bias):
         ((None, dg, None, None), [True, True, True, False, False]),
         ((dy, None, torch.randn_like(f), torch.randn_like(theta)), [True] * 5),
     ):
-        torch.library.opcheck(op, (*upstream, *saved, official, mask))
+        torch.library.opcheck(op, (*upstream, *saved, layout, mask))
 
 
 @needs_extension
@@ -386,7 +384,7 @@ def test_compile_fullgraph_matches_eager(dynamic):
 
 
 def test_layout_and_projection_shape_are_checked():
-    x, gw, gb, A, a = _inputs((2, 5, 3, 4, 3), "official")
+    x, gw, gb, A, a = _inputs((2, 5, 3, 4, 3), "grouped_conv")
     with pytest.raises(ValueError, match="layout must be one of"):
         ops.conditional_classifier(x, gw, gb, A, a, layout="grouped")
     with pytest.raises(ValueError, match=r"for K=3 classes \(guide_weight\) of C=5 channels"):

@@ -155,7 +155,7 @@ def test_gradcheck_float64(backend_name, shape, bias):
     proj = [t for t in (pw, pb) if t is not None]
     clf = partial(ops.conditional_classifier, backend=backend_name)
     assert check(lambda x, gw, *p: clf(x, gw, gb, *p), (x, gw, *proj))
-    project = partial(ops.project_official, backend=backend_name)
+    project = partial(ops.project_grouped_conv, backend=backend_name)
     f = torch.randn(B, K, C, generator=gen, dtype=torch.float64).to(DEVICE).requires_grad_(True)
     assert check(project, (f, *proj))
 
@@ -195,11 +195,11 @@ def test_opcheck_all_ops(backend_name, shape, bias, channels_last):
     opcheck(ns.project.default, (f.detach().requires_grad_(True), A, a))
     dtheta = torch.randn(B, K, C + 1, device=DEVICE)
     opcheck(ns.project_backward.default, (dtheta, f, A.detach(), masks[1]))
-    for official in (True, False):
-        opcheck(ns.conditional_classifier.default, (*leaves[:3], A, a, official))
+    for layout in ("grouped_conv", "per_class"):
+        opcheck(ns.conditional_classifier.default, (*leaves[:3], A, a, layout))
     a = None if a is None else a.detach()
-    y, g, f, theta = ns.conditional_classifier(x, gw, gb, A.detach(), a, False)
-    saved = (x, gw, g, f, A.detach(), theta, False)
+    y, g, f, theta = ns.conditional_classifier(x, gw, gb, A.detach(), a, "per_class")
+    saved = (x, gw, g, f, A.detach(), theta, "per_class")
     opcheck(ns.conditional_classifier_backward.default, (dg, dg, None, None, *saved, [True] * 5))
 
 
@@ -239,8 +239,8 @@ def test_empty_batch(backend_name, dtype):
     }
     assert {key: tuple(t.shape) for key, t in got.items()} == expected
     compare(got, truth(*exact), dtype)  # d_guide_weight and d_guide_bias: exact zeros
-    clf_low, _ = classifier_inputs(shape, "float32", "official")
-    clf = classifier_run(backend_name, clf_low, "official")
+    clf_low, _ = classifier_inputs(shape, "float32", "grouped_conv")
+    clf = classifier_run(backend_name, clf_low, "grouped_conv")
     assert clf["y"].shape == (B, K, H, W) and not clf["d_proj_weight"].any()
 
 

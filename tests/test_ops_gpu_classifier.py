@@ -35,7 +35,7 @@ from tests.gpu_cases import (
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.parametrize("layout", ["official", "per_class"])
+@pytest.mark.parametrize("layout", ["grouped_conv", "per_class"])
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 @pytest.mark.parametrize("name", list(DESIGN_SHAPES))
 @pytest.mark.parametrize("backend_name", BACKENDS)
@@ -50,9 +50,9 @@ def test_classifier_design_shapes_match_float64_truth(backend_name, name, precis
 @pytest.mark.parametrize("precision", ["amp-bfloat16", "float32"])
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_classifier_odd_shapes_match_float64_truth(backend_name, shape, precision):
-    low, exact = classifier_inputs(shape, precision, "official", seed=sum(shape))
-    got = classifier_run(backend_name, low, "official", PRECISIONS[precision][2])
-    compare_classifier(got, classifier_run(None, exact, "official"), precision)
+    low, exact = classifier_inputs(shape, precision, "grouped_conv", seed=sum(shape))
+    got = classifier_run(backend_name, low, "grouped_conv", PRECISIONS[precision][2])
+    compare_classifier(got, classifier_run(None, exact, "grouped_conv"), precision)
 
 
 @pytest.mark.parametrize("precision", list(PRECISIONS))
@@ -87,8 +87,8 @@ def test_classifier_backward_computes_only_the_masked_outputs(backend_name, mask
     low, _ = classifier_inputs(MID_SHAPE, "float32", "per_class")
     x, gw, gb, A, a, dy, dg = low
     ns = namespace(backend_name)
-    y, g, f, theta = ns.conditional_classifier(x, gw, gb, A, a, False)
-    saved = (x, gw, g, f, A, theta, False)
+    y, g, f, theta = ns.conditional_classifier(x, gw, gb, A, a, "per_class")
+    saved = (x, gw, g, f, A, theta, "per_class")
     full = ns.conditional_classifier_backward(dy, dg, None, None, *saved, [True] * 5)
     part = ns.conditional_classifier_backward(dy, dg, None, None, *saved, list(mask))
     for i, (need, want, got) in enumerate(zip(mask, full, part, strict=True)):
@@ -142,14 +142,14 @@ def test_bitwise_reproducible(backend_name):
     torch.use_deterministic_algorithms is on; then they are bitwise identical
     too, and close to the atomic results."""
     low, _ = gpu_inputs(DESIGN_SHAPES["ade"], torch.bfloat16)
-    clf_inputs, _ = classifier_inputs(DESIGN_SHAPES["ade"], "amp-bfloat16", "official")
+    clf_inputs, _ = classifier_inputs(DESIGN_SHAPES["ade"], "amp-bfloat16", "grouped_conv")
 
     def both():
         return {
             **run_ops(backend_name, *low),
             **{
                 f"clf_{k}": v
-                for k, v in classifier_run(backend_name, clf_inputs, "official", True).items()
+                for k, v in classifier_run(backend_name, clf_inputs, "grouped_conv", True).items()
             },
         }
 

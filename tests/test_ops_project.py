@@ -36,9 +36,12 @@ def _random_shapes(count, seed=14):
 
 # B, K, C; B=7 covers a block of 4 images and a tail of 3.
 SHAPES = [(2, 5, 13), (1, 1, 7), (3, 4, 16), (2, 3, 40), (1, 2, 1), (7, 3, 9), *_random_shapes(3)]
-LAYOUTS = ["per_class", "official"]
-PROJECT = {"per_class": ops.project_per_class, "official": ops.project_official}
-REFERENCE = {"per_class": reference.project_per_class, "official": reference.project_official}
+LAYOUTS = ["per_class", "grouped_conv"]
+PROJECT = {"per_class": ops.project_per_class, "grouped_conv": ops.project_grouped_conv}
+REFERENCE = {
+    "per_class": reference.project_per_class,
+    "grouped_conv": reference.project_grouped_conv,
+}
 
 
 def _inputs(B, K, C, dtype=torch.float64, weight_dtype=None, layout="per_class", seed=0):
@@ -47,7 +50,7 @@ def _inputs(B, K, C, dtype=torch.float64, weight_dtype=None, layout="per_class",
     f = torch.randn(B, K, C, generator=gen, dtype=torch.float64)
     A = torch.randn(K, C + 1, C, generator=gen, dtype=torch.float64) * C**-0.5
     a = torch.randn(K, C + 1, generator=gen, dtype=torch.float64) * 0.1
-    if layout == "official":
+    if layout == "grouped_conv":
         A, a = A.reshape(K * (C + 1), C, 1, 1), a.reshape(-1)
     weight_dtype = weight_dtype or dtype
     return f.to(dtype), A.to(weight_dtype), a.to(weight_dtype)
@@ -214,12 +217,12 @@ def test_device_mix_is_rejected():
         ops.project_per_class(f, A.to("meta"), a)
 
 
-def test_official_weight_shape_is_checked():
+def test_grouped_conv_weight_shape_is_checked():
     f = torch.randn(2, 3, 4)
     with pytest.raises(ValueError, match=r"\(C\*K \+ K, C, 1, 1\) = \(15, 4, 1, 1\)"):
-        ops.project_official(f, torch.randn(14, 4, 1, 1))
+        ops.project_grouped_conv(f, torch.randn(14, 4, 1, 1))
     with pytest.raises(ValueError, match=r"proj_bias must have shape \(C\*K \+ K,\)"):
-        ops.project_official(f, torch.randn(15, 4), torch.randn(14))
+        ops.project_grouped_conv(f, torch.randn(15, 4), torch.randn(14))
 
 
 def test_integer_class_feats_are_rejected():

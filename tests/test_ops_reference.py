@@ -35,14 +35,14 @@ def test_reference_matches_released_formulation(shape):
 
     g_ref, f_ref, y_ref = released_condnet(x, gw, gb, proj_w, proj_b)
     g, f = reference.class_pool(x, gw, gb)
-    w, beta = reference.project_official(f, proj_w, proj_b)
+    w, beta = reference.project_grouped_conv(f, proj_w, proj_b)
     y = reference.dynamic_classify(x, w, beta)
     torch.testing.assert_close(g, g_ref, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(f, f_ref, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=1e-12)
 
 
-def test_official_projection_group_quirk():
+def test_grouped_conv_projection_group_quirk():
     """All K biases come from the last group; weights straddle group edges."""
     B, K, C = 1, 3, 2
     f = torch.arange(1.0, K * C + 1, dtype=torch.float64).view(B, K, C)
@@ -50,7 +50,7 @@ def test_official_projection_group_quirk():
     # Output channel j belongs to group j // (C + 1) and sees class_feats[group].
     for j in range(C * K + K):
         proj_w[j, j % C] = 1.0
-    w, beta = reference.project_official(f, proj_w)
+    w, beta = reference.project_grouped_conv(f, proj_w)
     out = torch.tensor([f[0, j // (C + 1), j % C] for j in range(C * K + K)], dtype=f.dtype)
     torch.testing.assert_close(w.flatten(), out[: K * C])
     torch.testing.assert_close(beta.flatten(), out[K * C :])
@@ -58,11 +58,11 @@ def test_official_projection_group_quirk():
     assert all(j // (C + 1) == K - 1 for j in range(K * C, K * C + K))
 
 
-def test_official_projection_accepts_2d_weight():
+def test_grouped_conv_projection_accepts_2d_weight():
     f = torch.randn(2, 4, 3, dtype=torch.float64)
     wt = torch.randn(3 * 4 + 4, 3, dtype=torch.float64)
-    a = reference.project_official(f, wt)
-    b = reference.project_official(f, wt[:, :, None, None])
+    a = reference.project_grouped_conv(f, wt)
+    b = reference.project_grouped_conv(f, wt[:, :, None, None])
     torch.testing.assert_close(a, b)
 
 

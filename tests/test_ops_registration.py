@@ -6,7 +6,8 @@ import torch
 
 import condnet.ops as ops
 import condnet.ops.triton
-from condnet.ops import backend, extension, reference
+from condnet.ops import extension, reference
+from condnet.ops import registry as backend
 from tests.opcases import make_inputs, needs_extension
 
 OPCHECK_SHAPES = [(2, 6, 4, 5, 7), (1, 3, 1, 1, 3)]
@@ -46,7 +47,7 @@ def test_opcheck_backward_ops(shape):
 def classifier(x, gw, gb, pw, pb, backend_name):
     """The whole conditional classifier, as a model would run it."""
     g, f = ops.class_pool(x, gw, gb, backend=backend_name)
-    w, beta = ops.project_official(f, pw, pb)
+    w, beta = ops.project_grouped_conv(f, pw, pb)
     return g, ops.dynamic_classify(x, w, beta, backend=backend_name)
 
 
@@ -135,7 +136,9 @@ def test_extension_without_kernel_says_how_to_build(monkeypatch):
 
 def test_unknown_backend_names_are_rejected(monkeypatch):
     x, gw, _, _, _ = make_inputs(1, 3, 2, 2, 2)
-    with pytest.raises(ValueError, match="backend must be one of 'auto', 'reference'"):
+    with pytest.raises(
+        ValueError, match="backend must be one of 'auto', 'extension', 'reference', 'triton'"
+    ):
         ops.class_pool(x, gw, backend="cudnn")
     with pytest.raises(ValueError, match="backend must be one of"):
         with ops.use_backend("fast"):

@@ -131,18 +131,31 @@ def test_fake_kernels_and_registration():
     opcheck(torch.ops.condnet_triton.project.default, (f, A, a), test_utils=utils)
     args = (torch.randn(B, K, C + 1), f, A, [True, True, False])
     opcheck(torch.ops.condnet_triton.project_backward.default, args, test_utils=utils)
-    for official in (True, False):
-        args = (x, gw, None, A, a, official)
+    for layout in ("grouped_conv", "per_class"):
+        args = (x, gw, None, A, a, layout)
         opcheck(torch.ops.condnet_triton.conditional_classifier.default, args, test_utils=utils)
-    y, g, f, theta = torch.ops.condnet_triton.conditional_classifier(x, gw, None, A, a, False)
-    args = (y, None, None, None, x, gw, g, f, A, theta, False, [True, True, False, True, True])
+    y, g, f, theta = torch.ops.condnet_triton.conditional_classifier(x, gw, None, A, a, "per_class")
+    args = (
+        y,
+        None,
+        None,
+        None,
+        x,
+        gw,
+        g,
+        f,
+        A,
+        theta,
+        "per_class",
+        [True, True, False, True, True],
+    )
     op = torch.ops.condnet_triton.conditional_classifier_backward.default
     opcheck(op, args, test_utils=utils)
 
 
 def _separate_ops(x, gw, gb, pw, pb):
     g, f = ops.class_pool(x, gw, gb)
-    w, beta = ops.project_official(f, pw, pb)
+    w, beta = ops.project_grouped_conv(f, pw, pb)
     return g, ops.dynamic_classify(x, w, beta)
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import condnet.ops as ops
-from condnet.ops import backend, extension, reference
+from condnet.ops import extension, reference
+from condnet.ops import registry as backend
 from condnet.ops import triton as triton_kernels
 from tests.opcases import make_inputs
 from tests.test_ops_triton import needs_interpreter

@@ -60,7 +60,7 @@ def test_twin_predicts_what_the_plain_model_predicts(trained, which, layout, cap
     assert convert(argv + (["--layout", layout] if layout else [])) == 0
     assert "its logits equal the plain model's" in capsys.readouterr().out
     saved = load_checkpoint(out)
-    assert saved["meta"]["layout"] == (layout or "official")
+    assert saved["meta"]["layout"] == (layout or "grouped_conv")
     assert saved["meta"]["warm_start_max_logit_difference"] <= 1e-9
     overrides = [f"model.layout={layout!r}"] if layout else []
     twin = build_model(load_config(condnet, overrides).model.config)
