@@ -1,7 +1,8 @@
-"""The config files under configs/: each loads, validates and builds its model (on the
-meta device), and they carry the released settings."""
+"""The config files shipped in condnet/configs: each loads, validates and builds its model
+(on the meta device), they carry the released settings, and each is found by its name."""
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 
@@ -9,10 +10,20 @@ import pytest
 import torch
 
 from condnet.engine.builders import build_model
-from condnet.engine.config import DATASET_CLASSES, format_config, load_config, with_options
+from condnet.engine.config import (
+    CONFIG_DIR,
+    DATASET_CLASSES,
+    close_config_names,
+    find_config,
+    format_config,
+    load_config,
+    packaged_configs,
+    with_options,
+)
 from condnet.models import PLAIN_SUFFIX, list_models
 
 CONFIGS = Path(__file__).resolve().parents[1] / "condnet" / "configs"
+ADE = "condnet_r50-d8_512x512_160k_ade20k"
 FILES = sorted(p for p in CONFIGS.rglob("*.py") if "_base_" not in p.parts)
 IDS = [str(p.relative_to(CONFIGS)) for p in FILES]
 NO_WEIGHTS = ["model.pretrained_backbone=False"]
@@ -135,3 +146,58 @@ def test_released_settings():
     assert swin.lr_config.to_dict() == dict(
         policy="poly", power=1.0, min_lr=0.0, warmup="linear", warmup_iters=1500, warmup_ratio=1e-6
     )
+
+
+# -- by name -----------------------------------------------------------------------------
+
+
+def test_every_config_file_is_packaged_under_its_name():
+    assert CONFIG_DIR == CONFIGS.resolve()
+    packaged = packaged_configs()
+    assert list(packaged) == sorted(p.stem for p in FILES)  # unique names, no _base_ file
+    assert all(packaged[p.stem] == p.resolve() for p in FILES)
+
+
+def test_a_name_stands_for_its_packaged_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # anywhere: the lookup does not depend on the folder
+    path = CONFIGS.resolve() / "condnet" / f"{ADE}.py"
+    assert find_config(ADE) == find_config(f"{ADE}.py") == path
+    assert load_config(ADE, NO_WEIGHTS) == load_config(path, NO_WEIGHTS)
+    # A file wins over a name, as a path the user typed should.
+    local = tmp_path / f"{ADE}.py"
+    local.write_text("_base_ = " + repr(str(path)) + "\nrunner = dict(max_iters=7)\n")
+    assert find_config(f"{ADE}.py") == Path(f"{ADE}.py")
+    assert load_config(f"{ADE}.py").runner.max_iters == 7
+    assert find_config(path) == path and find_config(str(path)) == path
+
+
+@pytest.mark.parametrize(
+    "text, close",
+    [
+        ("condnet_r50-d8_ade20k", ADE),  # the model's name, not the config's
+        ("condnet_r50-d8_512x512_160k_ade2k", ADE),  # a typo
+        ("r18-d8", "condnet_r18-d8_scenes"),  # a part of the name
+    ],
+)
+def test_an_unknown_name_lists_close_matches(text, close):
+    assert close in close_config_names(text)
+    with pytest.raises(FileNotFoundError, match=f"named {text!r}; close matches: .*{close}"):
+        find_config(text)
+    with pytest.raises(FileNotFoundError, match="condnet-configs lists all"):
+        load_config(text)
+
+
+def test_unknown_names_and_missing_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"named 'qqqq' \(condnet-configs lists all \d+"):
+        find_config("qqqq")
+    # The old checkout path of a packaged config: not a file here, but its name works.
+    old = os.path.join("configs", "condnet", f"{ADE}.py")
+    with pytest.raises(FileNotFoundError, match=f"not found: .*; .* by its name alone: {ADE}$"):
+        find_config(old)
+    with pytest.raises(FileNotFoundError, match="config file not found: nowhere/x.py$"):
+        find_config("nowhere/x.py")
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        load_config(tmp_path / ADE)  # a Path is always a path, never a name
+    with pytest.raises(TypeError, match="config must be a file path or a config name"):
+        find_config(3)

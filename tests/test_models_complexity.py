@@ -198,7 +198,7 @@ def test_cli_errors(capsys):
     assert "--device: invalid choice: 'gpu0'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["nope"])
-    assert "'nope' is not a config file, a model name" in capsys.readouterr().err
+    assert "'nope' is not a config (condnet-configs lists them), a model" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["resnet50_v1c", "--cfg-options", "model.channels=8"])
     assert "--cfg-options applies to a config file" in capsys.readouterr().err

@@ -124,3 +124,60 @@ def test_real_launches(tmp_path):
     assert run_help(["tools/test.py"], REPO).startswith("usage: tools/test.py ")
     module_run = run_help(["-m", "condnet.tools.test"], tmp_path)
     assert module_run.startswith("usage: python -m condnet.tools.test ")
+
+
+# -- configs by name -------------------------------------------------------------------
+
+DEMO = "condnet_r18-d8_scenes"
+DEMO_FILE = REPO / "condnet" / "configs" / "demo" / f"{DEMO}.py"
+
+
+@pytest.mark.parametrize(
+    "tool, argv",
+    [
+        ("train", [DEMO]),
+        ("test", [DEMO, "ckpt.pth"]),
+        ("benchmark", [DEMO]),
+        ("export", [DEMO, "ckpt.pth", "--format", "onnx", "--out", "m.onnx"]),
+        ("convert", ["in.pth", "out.pth", "--config", DEMO]),
+    ],
+)
+def test_config_arguments_take_a_name_or_a_path(tool, argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # outside the checkout
+    parser = importlib.import_module(f"condnet.tools.{tool}").build_parser()
+    assert parser.parse_args(argv).config == DEMO_FILE
+    by_path = [str(DEMO_FILE) if a == DEMO else a for a in argv]
+    assert parser.parse_args(by_path).config == DEMO_FILE
+    typo = [DEMO[:-1] if a == DEMO else a for a in argv]
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(typo)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"named {DEMO[:-1]!r}; close matches: {DEMO}" in err and "condnet-configs" in err
+
+
+def test_configs_lists_the_packaged_configs(capsys):
+    from condnet.engine.config import packaged_configs
+    from condnet.tools import configs
+
+    assert configs.main([]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert {name: Path(path) for name, path in rows} == packaged_configs()
+    assert configs.main(["SCENES"]) == 0  # a substring, in any case
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == [DEMO, "plain_r18-d8_scenes"]
+    assert configs.main(["scenez"]) == 1
+    assert capsys.readouterr().err == (
+        "error: no packaged config name contains 'scenez'; close matches: "
+        f"{DEMO}, plain_r18-d8_scenes\n"
+    )
+
+
+def test_complexity_takes_a_config_name(capsys):
+    from condnet.tools import complexity
+
+    assert complexity.main([DEMO, "--depth", "0"]) == 0
+    assert capsys.readouterr().out.startswith(f"{DEMO} at input 1x3x96x96\n")
+    with pytest.raises(SystemExit):
+        complexity.main(["plain_r18-d8_scene", "--depth", "0"])
+    assert "configs like it: plain_r18-d8_scenes" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """What the commands of :mod:`condnet.tools` share: the name a command shows in its
-usage and errors, argument types, ``--device``, ``--shape`` and ``--cfg-options``, a
-config loaded as an argument error, output paths checked before any work, and
-``--json`` results written atomically."""
+usage and errors, argument types (a config by name or path among them), ``--device``,
+``--shape`` and ``--cfg-options``, a config loaded as an argument error, output paths
+checked before any work, and ``--json`` results written atomically."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from ..checkpoint_files import check_destination, write_text_atomic
 from ..engine import dist
@@ -55,6 +56,22 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
     return value
+
+
+CONFIG_HELP = "a packaged config's name (condnet-configs lists them) or a config file"
+
+
+def config_file(text: str) -> Path:
+    """argparse type of a config argument: the file that a path or a packaged config's
+    name stands for (:func:`condnet.engine.config.find_config`); a missing file or an
+    unknown name (with the close matches) is an argument error."""
+    # Imported here: the config imports the model zoo, which --help does not need.
+    from ..engine.config import find_config
+
+    try:
+        return find_config(text)
+    except FileNotFoundError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def device_argument(text: str) -> str:

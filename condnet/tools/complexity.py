@@ -1,9 +1,10 @@
 """``tools/complexity.py TARGET``: parameters and FLOPs per module (mmseg's get_flops).
 
-TARGET is a config file, a model name of :func:`condnet.models.list_models` or a
-backbone name (:data:`condnet.models.BACKBONES`). Examples::
+TARGET is a config (a file, or a packaged config's name as ``condnet-configs`` lists
+them), a model name of :func:`condnet.models.list_models` or a backbone name
+(:data:`condnet.models.BACKBONES`). Examples::
 
-    python tools/complexity.py configs/condnet/condnet_r50-d8_512x512_160k_ade20k.py
+    condnet-complexity condnet_r50-d8_512x512_160k_ade20k
     python tools/complexity.py CONFIG --shape 512 1024 --depth 2 --json complexity.json
     python tools/complexity.py condnet_r50-d8_ade20k --depth 1
     python tools/complexity.py resnet50_v1c --shape 64 64
@@ -44,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         "backbone by name), per module.",
     )
     parser.add_argument(
-        "config", metavar="TARGET", help="config file (configs/...), model name or backbone name"
+        "config",
+        metavar="TARGET",
+        help="a config (packaged config's name or file), model name or backbone name",
     )
     add_config_arguments(parser)
     parser.add_argument(
@@ -64,11 +67,12 @@ def _build(parser, args) -> tuple[torch.nn.Module, tuple[int, int]]:
     """The network TARGET names and the input (h, w) to count it at."""
     # The model stack loads after the arguments are parsed, so that --help stays fast.
     from .. import models
+    from ..engine.config import close_config_names, packaged_configs
 
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available on this machine")
     target = args.config
-    if Path(target).suffix == ".py" or Path(target).exists():
+    if Path(target).suffix == ".py" or Path(target).exists() or target in packaged_configs():
         cfg = load_model_config(parser, args)
         from ..engine.builders import build_model
 
@@ -82,9 +86,11 @@ def _build(parser, args) -> tuple[torch.nn.Module, tuple[int, int]]:
     if target in models.list_models():
         with torch.device(args.device):
             return models.build_model(target), shape
+    close = close_config_names(target)
+    configs = f"; configs like it: {', '.join(close)}" if close else ""
     parser.error(
-        f"{target!r} is not a config file, a model name ({', '.join(models.list_models())}) "
-        f"or a backbone name ({', '.join(models.BACKBONES)})"
+        f"{target!r} is not a config (condnet-configs lists them{configs}), a model name "
+        f"({', '.join(models.list_models())}) or a backbone name ({', '.join(models.BACKBONES)})"
     )
 
 

@@ -5,13 +5,13 @@ plain model as its warm-started CondNet twin, to fine-tune with ``tools/train.py
 Example (the demo's networks)::
 
     python tools/convert.py work_dirs/plain/latest.pth work_dirs/twin.pth \\
-        --config configs/demo/condnet_r18-d8_scenes.py
-    python tools/train.py configs/demo/condnet_r18-d8_scenes.py --load-from work_dirs/twin.pth
+        --config condnet_r18-d8_scenes
+    python tools/train.py condnet_r18-d8_scenes --load-from work_dirs/twin.pth
 
 The input is a checkpoint of this package (``iter_N.pth``, ``latest.pth`` or
 ``best.pth`` of ``tools/train.py``) or a bare state dict, of a model with the
 plain 1x1 classifier: a ``-plain`` zoo model or any config with
-``model.classifier="plain"``. ``--config`` (a config file, of either twin) or
+``model.classifier="plain"``. ``--config`` (a config's name or file, of either twin) or
 ``--model`` (a zoo name, either twin) says which network it is. Its classifier
 becomes the conditional classifier, warm-started
 (:func:`condnet.models.conditional_twin_state_dict`): the guidance takes the
@@ -36,9 +36,11 @@ from ..checkpoint_files import load_tensors, read_state_dict, save_atomic
 from ..models import MODEL_CONFIGS, ModelConfig, build_model, conditional_twin_state_dict
 from ..nn import LAYOUTS
 from .cli_common import (
+    CONFIG_HELP,
     add_cfg_options_argument,
     check_output_path,
     command_name,
+    config_file,
     load_config_or_exit,
 )
 
@@ -57,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("input", help="plain model checkpoint or state dict (.pth)")
     parser.add_argument("output", help="where to write the CondNet checkpoint")
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--config", help="config file of the plain model or of its CondNet twin")
+    which.add_argument(
+        "--config",
+        type=config_file,
+        help="config of the plain model or of its CondNet twin: " + CONFIG_HELP,
+    )
     which.add_argument("--model", help="zoo name of the plain model or of its CondNet twin")
     parser.add_argument(
         "--layout",

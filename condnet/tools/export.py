@@ -43,9 +43,11 @@ import torch
 from ..checkpoint_files import atomic_output
 from ..ops import use_backend
 from .cli_common import (
+    CONFIG_HELP,
     add_config_arguments,
     check_output_path,
     command_name,
+    config_file,
     input_shape,
     load_model_config,
     positive_int,
@@ -67,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=command_name("export"),
         description="Export a model to TorchScript or ONNX (standard operators only).",
     )
-    parser.add_argument("config", help="config file (configs/...)")
+    parser.add_argument("config", type=config_file, help=CONFIG_HELP)
     parser.add_argument("checkpoint", help="weights to export (a training checkpoint)")
     parser.add_argument("--format", choices=FORMATS, required=True)
     parser.add_argument("--out", required=True, metavar="FILE", help="the file to write")

@@ -23,9 +23,11 @@ from ..engine import dist
 from ..engine.amp import AMP_DTYPES
 from ..engine.metrics import format_table
 from .cli_common import (
+    CONFIG_HELP,
     add_cfg_options_argument,
     add_device_argument,
     command_name,
+    config_file,
     load_config_or_exit,
     write_json,
 )
@@ -36,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=command_name("test"),
         description="Evaluate a checkpoint on the validation split of a config (mmseg-style).",
     )
-    parser.add_argument("config", help="config file (configs/...)")
+    parser.add_argument("config", type=config_file, help=CONFIG_HELP)
     parser.add_argument("checkpoint", help="checkpoint file (.pth): ours or a released mmseg one")
     parser.add_argument(
         "--eval",

@@ -2,7 +2,8 @@
 
 Examples::
 
-    python tools/train.py configs/condnet/condnet_r50-d8_512x512_160k_ade20k.py
+    condnet-train condnet_r50-d8_512x512_160k_ade20k      # a packaged config, by name
+    python tools/train.py path/to/my_config.py              # or a config file
     python tools/train.py CONFIG --work-dir work_dirs/run1 --auto-resume --amp bf16
     python tools/train.py CONFIG --cfg-options runner.max_iters=1000 data.samples_per_gpu=2
     PORT=29501 tools/dist_train.sh CONFIG 4          # 4 GPUs (torchrun, DDP, SyncBN)
@@ -17,9 +18,11 @@ from pathlib import Path
 from ..engine import dist
 from ..engine.amp import AMP_DTYPES
 from .cli_common import (
+    CONFIG_HELP,
     add_cfg_options_argument,
     add_device_argument,
     command_name,
+    config_file,
     load_config_or_exit,
 )
 
@@ -27,9 +30,9 @@ from .cli_common import (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=command_name("train"),
-        description="Train a segmentation model from a config file (mmseg-style).",
+        description="Train a segmentation model from a config (mmseg-style).",
     )
-    parser.add_argument("config", help="config file (configs/...)")
+    parser.add_argument("config", type=config_file, help=CONFIG_HELP)
     parser.add_argument(
         "--work-dir",
         help="logs and checkpoints (default: config's work_dir, else work_dirs/<config name>)",

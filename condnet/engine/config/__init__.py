@@ -1,7 +1,7 @@
 """The config of a run: Python config files (mmseg style) read into one frozen
 dataclass per section.
 
-    cfg = load_config("configs/condnet/condnet_r50-d8_512x512_160k_ade20k.py",
+    cfg = load_config("condnet_r50-d8_512x512_160k_ade20k",   # a packaged name, or a path
                       ["runner.max_iters=1000", "data.samples_per_gpu=2"])
     cfg.optimizer.lr, cfg.model.name, cfg.model.config.num_classes
     cfg = with_options(cfg, {"model.pretrained_backbone": False})   # a checked copy
@@ -13,7 +13,16 @@ Every key, its default and its check is a field of its section's dataclass
 """
 
 from .checks import ConfigError
-from .files import load_config, merge, parse_options, with_options
+from .files import (
+    CONFIG_DIR,
+    close_config_names,
+    find_config,
+    load_config,
+    merge,
+    packaged_configs,
+    parse_options,
+    with_options,
+)
 from .model_section import ModelSection
 from .run_config import Config, validate_config
 from .sections import (
@@ -29,6 +38,7 @@ from .sections import (
 from .writing import dump_config, format_config
 
 __all__ = [
+    "CONFIG_DIR",
     "DATASETS",
     "DATASET_CLASSES",
     "CheckpointConfig",
@@ -40,10 +50,13 @@ __all__ = [
     "ModelSection",
     "OptimizerConfig",
     "RunnerConfig",
+    "close_config_names",
     "dump_config",
+    "find_config",
     "format_config",
     "load_config",
     "merge",
+    "packaged_configs",
     "parse_options",
     "validate_config",
     "with_options",

@@ -8,11 +8,16 @@ anything else replaces, and a dict with ``_delete_=True`` replaces the inherited
 ``--cfg-options`` strings ``a.b.c=value`` merge on top the same way. Unknown keys are
 reported with the file or option that gave them; the merged tree becomes a
 :class:`~condnet.engine.config.Config`, whose sections check the values.
+
+The configs shipped with the package (``condnet/configs``, data files, not modules) are
+also known by name, the file stem, as ``mim`` knows mmseg's: wherever a config file is
+taken, ``condnet_r50-d8_512x512_160k_ade20k`` stands for its packaged file.
 """
 
 from __future__ import annotations
 
 import ast
+import difflib
 import os
 import types
 from collections.abc import Iterable, Mapping
@@ -20,6 +25,76 @@ from pathlib import Path
 
 from .checks import ConfigError, plain
 from .run_config import Config, check_tree_keys
+
+# The packaged configs; the files under _base_ are only included by the others.
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+_BASE_FOLDER = "_base_"
+
+
+def packaged_configs() -> dict[str, Path]:
+    """The configs shipped in ``condnet/configs`` by name (file stem), sorted by name;
+    the ``_base_`` files are not among them."""
+    found: dict[str, Path] = {}
+    for path in sorted(CONFIG_DIR.rglob("*.py")):
+        if _BASE_FOLDER in path.relative_to(CONFIG_DIR).parts:
+            continue
+        if path.stem in found:  # a name must say which file it is
+            raise RuntimeError(
+                f"two packaged configs named {path.stem!r}: {found[path.stem]}, {path}"
+            )
+        found[path.stem] = path
+    return dict(sorted(found.items()))
+
+
+def close_config_names(text: str, limit: int = 5) -> list[str]:
+    """Packaged config names like ``text``, at most ``limit``: those containing it, then
+    the closest spellings of a whole name, then names with a ``_``-separated part spelt
+    like it (so that a misspelt fragment, ``scenez``, finds ``..._scenes``)."""
+    names = list(packaged_configs())
+    needle = text.lower()
+    containing = [n for n in names if needle and needle in n.lower()]
+    similar = difflib.get_close_matches(needle, names, n=limit, cutoff=0.6)
+    parts: dict[str, list[str]] = {}
+    for name in names:
+        for part in name.split("_"):
+            parts.setdefault(part, []).append(name)
+    near = difflib.get_close_matches(needle, list(parts), n=limit, cutoff=0.75)
+    by_part = [name for part in near for name in parts[part]]
+    return list(dict.fromkeys(containing + similar + by_part))[:limit]
+
+
+def _is_name(text: str) -> bool:
+    separators = {os.sep, os.altsep or os.sep, "/"}
+    return not any(sep in text for sep in separators)
+
+
+def find_config(config: str | os.PathLike) -> Path:
+    """The config file that ``config`` names: an existing file as given; else a packaged
+    config's name (the file stem, ``.py`` optional).
+
+    Raises ``FileNotFoundError`` for a path that is not a file (saying so when its stem
+    is a packaged config's name) and for an unknown name (listing close matches).
+    """
+    if not isinstance(config, (str, os.PathLike)):
+        raise TypeError(f"config must be a file path or a config name; got {config!r}")
+    path = Path(config)
+    if path.is_file() or not isinstance(config, str):
+        return path
+    packaged = packaged_configs()
+    if not _is_name(config):
+        hint = ""
+        if path.stem in packaged:
+            hint = f"; the packaged config of that name is found by its name alone: {path.stem}"
+        raise FileNotFoundError(f"config file not found: {config}{hint}")
+    name = config.removesuffix(".py")
+    if name in packaged:
+        return packaged[name]
+    close = close_config_names(name)
+    suggestion = f"; close matches: {', '.join(close)}" if close else ""
+    raise FileNotFoundError(
+        f"no config file or packaged config named {config!r}{suggestion} "
+        f"(condnet-configs lists all {len(packaged)})"
+    )
 
 
 def _execute(path: Path) -> dict:
@@ -152,17 +227,17 @@ def _merge_options(tree: dict, options: Iterable[str] | Mapping | None) -> dict:
 
 
 def load_config(path: str | os.PathLike, options: Iterable[str] | Mapping | None = ()) -> Config:
-    """Load a config file with its ``_base_`` files and ``options`` (``--cfg-options``
-    strings ``a.b=value``, a mapping of dotted keys to values, or None); returns the
-    checked :class:`Config`.
+    """Load a config file (a path, or a packaged config's name: :func:`find_config`) with
+    its ``_base_`` files and ``options`` (``--cfg-options`` strings ``a.b=value``, a
+    mapping of dotted keys to values, or None); returns the checked :class:`Config`.
 
-    Raises ``FileNotFoundError`` for a missing file and :class:`ConfigError` for a syntax
-    error, an unknown key (naming it, where it was given and the valid keys) or an
-    invalid value.
+    Raises ``FileNotFoundError`` for a missing file or unknown name and
+    :class:`ConfigError` for a syntax error, an unknown key (naming it, where it was given
+    and the valid keys) or an invalid value.
     """
     if isinstance(options, str):
         raise TypeError(f"options must be a list of 'key=value' strings; got {options!r}")
-    return Config.from_dict(_merge_options(_load_tree(Path(path), ()), options))
+    return Config.from_dict(_merge_options(_load_tree(find_config(path), ()), options))
 
 
 def with_options(cfg: Config, options: Iterable[str] | Mapping | None) -> Config:
