@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 
 from condnet.data import SceneDataset, build_dataloader, train_pipeline
-from condnet.data.scenes import generate_scene
+from condnet.demo.scenes import generate_scene
 
 
 def write_images(root: Path, count: int, height: int, width: int, seed: int) -> None:

@@ -11,8 +11,8 @@ from condnet.data import (
     collate_samples,
     eval_pipeline,
     train_pipeline,
-    write_scenes,
 )
+from condnet.demo import write_scenes
 
 
 @pytest.fixture(scope="module")

@@ -86,7 +86,7 @@ def test_a_plain_model_has_nothing_to_measure():
 
 
 def test_the_trainer_logs_the_split_and_the_validation_guidance(tmp_path):
-    from condnet.data import write_scenes
+    from condnet.demo import write_scenes
     from condnet.engine.config import load_config
     from condnet.engine.trainer import Trainer
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import condnet.models.zoo
-from condnet.data import SCENE_CLASSES, SCENE_PALETTE, write_scenes
+from condnet.data import SCENE_CLASSES, SCENE_PALETTE
+from condnet.demo import write_scenes
 from condnet.engine.builders import (
     build_dataset,
     build_model,

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 import condnet.engine.evaluate as evaluate_module
-from condnet.data import SCENE_CLASSES, SCENE_PALETTE, SceneDataset, eval_pipeline, write_scenes
+from condnet.data import SCENE_CLASSES, SCENE_PALETTE, SceneDataset, eval_pipeline
+from condnet.demo import write_scenes
 from condnet.engine.evaluate import evaluate, has_guidance
 from condnet.engine.visualize import denormalize, guidance_grid, overlay, save_image
 from condnet.models import InferenceConfig, build_model

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from condnet.checkpoint_files import load_checkpoint
-from condnet.data import write_scenes
+from condnet.demo import write_scenes
 from condnet.tools.train import main
 
 REPO = Path(__file__).resolve().parents[1]

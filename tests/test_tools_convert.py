@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from condnet.checkpoint_files import load_checkpoint
-from condnet.data import write_scenes
+from condnet.demo import write_scenes
 from condnet.engine.config import load_config
 from condnet.models import build_model
 from condnet.tools.convert import main as convert

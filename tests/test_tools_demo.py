@@ -1,5 +1,5 @@
-"""tools/demo.py end to end with tiny models: scenes, both recipes, the tables, figures,
-the multi-seed report."""
+"""condnet-demo (condnet.tools.demo over condnet.demo) end to end with tiny models: scenes,
+both recipes, the tables, figures, the multi-seed report."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from condnet.demo import run as demo_run
+from condnet.demo import stats
+from condnet.demo.stages import MODELS
 from condnet.tools import demo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +26,7 @@ data = dict(samples_per_gpu=2, crop_size=(48, 48))
 def tiny_configs(tmp_path) -> Path:
     folder = tmp_path / "configs"
     folder.mkdir()
-    for _, name in demo.MODELS:
+    for name in MODELS.values():
         base = REPO / "condnet" / "configs" / "demo" / name
         (folder / name).write_text(TINY.format(base=str(base)))
     return folder
@@ -52,7 +55,7 @@ def _argv(data, work_dir, configs, *extra):
 def test_demo_warm_start_trains_the_stage_and_both_arms(
     tiny_configs, tmp_path, monkeypatch, capsys
 ):
-    monkeypatch.setattr(demo, "SCENES", dict(num_train=6, num_val=3, size=48))
+    monkeypatch.setattr(demo_run, "SCENES", dict(num_train=6, num_val=3, size=48))
     work_dir, data = tmp_path / "work", tmp_path / "scenes"
     argv = _argv(data, work_dir, tiny_configs)
     assert demo.main(argv) == 0
@@ -98,11 +101,11 @@ def _stage_miou(run, data, configs) -> float:
     cfg = load_config(configs / "plain_r18-d8_scenes.py", [f"data.root={str(data)!r}"])
     model = build_model(cfg)
     load_weights(model, run / "plain_stage" / "latest.pth")
-    return demo.score(model.eval(), build_dataset(cfg, "val"), "cpu")["mIoU"]
+    return stats.score(model.eval(), build_dataset(cfg, "val"), "cpu")["mIoU"]
 
 
 def test_demo_seeds_pairs_both_recipes(tiny_configs, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(demo, "SCENES", dict(num_train=6, num_val=3, size=48))
+    monkeypatch.setattr(demo_run, "SCENES", dict(num_train=6, num_val=3, size=48))
     work_dir, data, out = tmp_path / "work", tmp_path / "scenes", tmp_path / "seeds.json"
     argv = _argv(data, work_dir, tiny_configs, "--seeds", "0,1", "--json", str(out))
     assert demo.main(argv) == 0
@@ -128,13 +131,34 @@ def test_demo_seeds_pairs_both_recipes(tiny_configs, tmp_path, monkeypatch, caps
     assert report["threads"] == 1 and "global_accuracy" in report["colour_cue_check"]
 
 
+def test_demo_writes_under_the_current_folder_by_default(tmp_path, monkeypatch, capsys):
+    """Without --data and --work-dir the scenes and runs go under the folder the command
+    runs from, and the configs are the package's own, wherever that is."""
+    monkeypatch.setattr(demo_run, "SCENES", dict(num_train=2, num_val=1, size=32))
+    work_dirs = []
+
+    def recipe_not_trained(settings, recipe, seed, rate):
+        work_dirs.append(settings.work_dir.resolve())
+        assert not demo_run.missing_configs(settings.configs)
+        return {"recipe": recipe, "seed": seed}, rate
+
+    monkeypatch.setattr(demo_run, "run_recipe", recipe_not_trained)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert demo.main(["--threads", "1"]) == 0
+    assert (elsewhere / "data" / "scenes" / "scenes.json").is_file()
+    assert work_dirs == [elsewhere / "work_dirs" / "demo"]
+    assert "wrote 2 training and 1 validation scenes to data/scenes" in capsys.readouterr().out
+
+
 def test_summarize_by_recipe():
     runs = [
         dict(recipe="warm_start", plain_miou=20.0, condnet_miou=23.0),
         dict(recipe="warm_start", plain_miou=22.0, condnet_miou=21.0),
         dict(recipe="warm_start", plain_miou=21.0, condnet_miou=23.0),
     ]
-    summary = demo.summarize(runs)
+    summary = stats.summarize(runs)
     assert set(summary) == {"warm_start"}
     s = summary["warm_start"]
     assert s["mean_difference"] == pytest.approx(4 / 3)

@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from condnet.data import SCENE_CLASSES, SCENE_PALETTE, write_scenes
+from condnet.data import SCENE_CLASSES, SCENE_PALETTE
+from condnet.demo import write_scenes
 from condnet.engine.builders import build_dataset
 from condnet.engine.config import load_config
 from condnet.engine.evaluate import evaluate

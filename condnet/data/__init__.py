@@ -38,8 +38,7 @@ from .pipelines import (
     eval_pipeline,
     train_pipeline,
 )
-from .scene_colour_check import colour_cue_check
-from .scenes import SCENE_CLASSES, SCENE_PALETTE, SceneDataset, generate_scene, write_scenes
+from .scenes import SCENE_CLASSES, SCENE_PALETTE, SceneDataset
 from .transforms import Normalize, Pad, PhotoMetricDistortion, RandomCrop, RandomFlip, Resize
 from .voc import VOC_CLASSES, VOC_PALETTE, VOCDataset
 
@@ -76,14 +75,11 @@ __all__ = [
     "build_dataloader",
     "collate_samples",
     "colorize",
-    "colour_cue_check",
     "eval_pipeline",
-    "generate_scene",
     "label_colormap",
     "label_ids_to_train_ids",
     "read_image",
     "read_label",
     "train_pipeline",
     "worker_init_fn",
-    "write_scenes",
 ]

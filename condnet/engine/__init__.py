@@ -31,7 +31,6 @@ _LAZY = {
     "evaluate": "condnet.engine.evaluate",
     "overlay": "condnet.engine.visualize",
     "guidance_grid": "condnet.engine.visualize",
-    "predictions_figure": "condnet.engine.visualize",
     "Trainer": "condnet.engine.trainer",
 }
 

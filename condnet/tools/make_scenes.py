@@ -1,4 +1,4 @@
-"""``tools/make_scenes.py``: write the generated scene set (:mod:`condnet.data.scenes`).
+"""``condnet-make-scenes``: write the generated scene set (:mod:`condnet.demo.scenes`).
 
 Example::
 
@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..data.scenes import write_scenes
+from ..demo.scenes import write_scenes
 from .cli_common import command_name
 
 

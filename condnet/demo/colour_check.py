@@ -1,6 +1,6 @@
 """Measured, not assumed: how much a global colour classifier loses on the scenes.
 
-The scene set (:mod:`condnet.data.scenes`) is meant to hold the situation a
+The scene set (:mod:`condnet.demo.scenes`) is meant to hold the situation a
 conditional classifier is for: a class's colour varies from image to image
 but is consistent inside one. :func:`colour_cue_check` measures that on the
 written files, with colour as the only cue:
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .scenes import SCENE_CLASSES, SPLIT_DIRS
+from condnet.data.scenes import SCENE_CLASSES, SPLIT_DIRS
 
 __all__ = ["colour_cue_check"]
 
@@ -71,7 +71,7 @@ def colour_cue_check(root: str | os.PathLike, max_images: int | None = None) -> 
     """Pixel accuracy of the global and the per-image colour classifiers (see the module).
 
     Args:
-        root: a scene set written by :func:`condnet.data.write_scenes`.
+        root: a scene set written by :func:`condnet.demo.write_scenes`.
         max_images: use at most this many images of each split (None: all).
 
     Returns:

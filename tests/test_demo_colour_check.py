@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from condnet.data import colour_cue_check, write_scenes
+from condnet.demo import colour_cue_check, write_scenes
 
 
 def _write(root, split, index, image, label):
