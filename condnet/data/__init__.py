@@ -26,6 +26,7 @@ from .base import SegDataset
 from .cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, CityscapesDataset
 from .cityscapes_convert import label_ids_to_train_ids
 from .folder import FolderDataset
+from .layout import DatasetFolders, LayoutDataset
 from .loader import SeededSampler, build_dataloader, collate_samples, worker_init_fn
 from .loading import CorruptFileError, read_image, read_label
 from .palette import colorize, label_colormap
@@ -53,9 +54,11 @@ __all__ = [
     "CityscapesDataset",
     "Compose",
     "CorruptFileError",
+    "DatasetFolders",
     "FolderDataset",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "LayoutDataset",
     "Normalize",
     "Pad",
     "PascalContext59Dataset",

@@ -16,11 +16,7 @@ by file name; each needs an annotation with the same stem.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from pathlib import Path
-
-from .base import Pipeline, SegDataset, folder_samples, require_dir
+from .layout import DatasetFolders, LayoutDataset
 
 ADE_CLASSES = (
     "wall",
@@ -340,7 +336,7 @@ ADE_SPLITS = {
 }
 
 
-class ADE20KDataset(SegDataset):
+class ADE20KDataset(LayoutDataset):
     """ADE20K in the ``ADEChallengeData2016`` layout (see the module docstring).
 
     Args:
@@ -354,39 +350,16 @@ class ADE20KDataset(SegDataset):
     PALETTE = ADE_PALETTE
     DEFAULT_ROOT = "data/ade/ADEChallengeData2016"
     LAYOUT = ADE_LAYOUT
-
-    def __init__(
-        self,
-        root: str | os.PathLike = DEFAULT_ROOT,
-        split: str = "train",
-        *,
-        pipeline: Pipeline | None = None,
-        reduce_zero_label: bool = True,
-        on_corrupt: str = "error",
-        ignore_index: int = 255,
-        img_suffix: str = ".jpg",
-        ann_suffix: str = ".png",
-        classes: Sequence[str] | None = None,
-        palette: Sequence[Sequence[int]] | None = None,
-    ):
-        if split not in ADE_SPLITS:
-            raise ValueError(f"split must be one of {sorted(ADE_SPLITS)}, got {split!r}")
-        self.root = Path(root)
-        self.split = ADE_SPLITS[split]
-        require_dir(self.root, self.LAYOUT)
-        samples = folder_samples(
-            self.root / "images" / self.split,
-            self.root / "annotations" / self.split,
-            img_suffix,
-            ann_suffix,
-            self.LAYOUT,
-        )
-        super().__init__(
-            samples,
-            classes=classes,
-            palette=palette,
-            pipeline=pipeline,
-            reduce_zero_label=reduce_zero_label,
-            ignore_index=ignore_index,
-            on_corrupt=on_corrupt,
-        )
+    FOLDERS = DatasetFolders(img_dir="images/{split}", ann_dir="annotations/{split}")
+    SPLITS = ADE_SPLITS
+    REDUCE_ZERO_LABEL = True
+    OPTIONS = (
+        "pipeline",
+        "reduce_zero_label",
+        "on_corrupt",
+        "ignore_index",
+        "img_suffix",
+        "ann_suffix",
+        "classes",
+        "palette",
+    )

@@ -84,20 +84,16 @@ def folder_samples(
 
 
 def split_samples(
-    root: Path,
     split_file: Path,
-    img_dir: str,
-    ann_dir: str,
+    img_dir: Path,
+    ann_dir: Path,
     layout: str,
     img_suffix: str = ".jpg",
     ann_suffix: str = ".png",
 ) -> list[tuple[Path, Path]]:
-    """``(root/img_dir/<name>img_suffix, root/ann_dir/<name>ann_suffix)`` per listed name."""
+    """``(img_dir/<name>img_suffix, ann_dir/<name>ann_suffix)`` per name in ``split_file``."""
     names = read_split_file(split_file, layout)
-    samples = [
-        (root / img_dir / f"{name}{img_suffix}", root / ann_dir / f"{name}{ann_suffix}")
-        for name in names
-    ]
+    samples = [(img_dir / f"{name}{img_suffix}", ann_dir / f"{name}{ann_suffix}") for name in names]
     require_files(samples, layout)
     return samples
 

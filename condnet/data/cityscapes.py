@@ -14,11 +14,10 @@ download; make them from the released ``*_labelIds.png`` once with
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from pathlib import Path
 
-from .base import Pipeline, SegDataset, require_dir, require_files
+from .base import require_dir, require_files
+from .layout import DatasetFolders, LayoutDataset
 
 CITYSCAPES_CLASSES = (
     "road",
@@ -69,7 +68,7 @@ IMG_SUFFIX = "_leftImg8bit.png"
 ANN_SUFFIX = "_gtFine_labelTrainIds.png"
 
 
-class CityscapesDataset(SegDataset):
+class CityscapesDataset(LayoutDataset):
     """Cityscapes fine (see the module docstring).
 
     Args:
@@ -83,42 +82,30 @@ class CityscapesDataset(SegDataset):
     PALETTE = CITYSCAPES_PALETTE
     DEFAULT_ROOT = "data/cityscapes"
     LAYOUT = CITYSCAPES_LAYOUT
+    FOLDERS = DatasetFolders(
+        img_dir="leftImg8bit/{split}",
+        ann_dir="gtFine/{split}",
+        img_suffix=IMG_SUFFIX,
+        ann_suffix=ANN_SUFFIX,
+    )
+    OPTIONS = ("pipeline", "on_corrupt", "ignore_index", "classes", "palette")
 
-    def __init__(
-        self,
-        root: str | os.PathLike = DEFAULT_ROOT,
-        split: str = "train",
-        *,
-        pipeline: Pipeline | None = None,
-        on_corrupt: str = "error",
-        ignore_index: int = 255,
-        classes: Sequence[str] | None = None,
-        palette: Sequence[Sequence[int]] | None = None,
-    ):
-        self.root = Path(root)
-        self.split = split
-        img_dir = require_dir(self.root / "leftImg8bit" / split, self.LAYOUT)
-        ann_dir = require_dir(self.root / "gtFine" / split, self.LAYOUT)
-        images = sorted(img_dir.glob(f"*/*{IMG_SUFFIX}"))
+    def find_samples(self, img_suffix: str, ann_suffix: str) -> list[tuple[Path, Path]]:
+        """Every image one city folder down, paired with the same city's train ids."""
+        img_dir = require_dir(self.folder(self.FOLDERS.img_dir), self.LAYOUT)
+        ann_dir = require_dir(self.folder(self.FOLDERS.ann_dir), self.LAYOUT)
+        images = sorted(img_dir.glob(f"*/*{img_suffix}"))
         if not images:
             raise FileNotFoundError(
-                f"no *{IMG_SUFFIX} images in {img_dir}/<city>/\nexpected layout:\n{self.LAYOUT}"
+                f"no *{img_suffix} images in {img_dir}/<city>/\nexpected layout:\n{self.LAYOUT}"
             )
         samples = [
-            (p, ann_dir / p.parent.name / (p.name[: -len(IMG_SUFFIX)] + ANN_SUFFIX)) for p in images
+            (p, ann_dir / p.parent.name / (p.name[: -len(img_suffix)] + ann_suffix)) for p in images
         ]
         require_files(
             samples,
             self.LAYOUT,
-            hint=f"\nmake the *{ANN_SUFFIX} files with: python -m "
+            hint=f"\nmake the *{ann_suffix} files with: python -m "
             f"condnet.tools.convert_cityscapes {self.root}",
         )
-        super().__init__(
-            samples,
-            classes=classes,
-            palette=palette,
-            pipeline=pipeline,
-            reduce_zero_label=False,
-            ignore_index=ignore_index,
-            on_corrupt=on_corrupt,
-        )
+        return samples

@@ -17,7 +17,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .base import Pipeline, SegDataset, folder_samples, require_dir
+from .layout import DatasetFolders, LayoutDataset
 
 FOLDER_LAYOUT = """  <root>/images[/<split>]/<name>.jpg
   <root>/annotations[/<split>]/<name>.png"""
@@ -34,7 +34,7 @@ def read_class_names(path: str | os.PathLike) -> tuple[str, ...]:
     return names
 
 
-class FolderDataset(SegDataset):
+class FolderDataset(LayoutDataset):
     """Images and annotations in two folders (see the module docstring).
 
     Args:
@@ -47,36 +47,21 @@ class FolderDataset(SegDataset):
     """
 
     LAYOUT = FOLDER_LAYOUT
+    FOLDERS = DatasetFolders(img_dir="images/{split}", ann_dir="annotations/{split}")
+    POSITIONAL = ("root", "classes", "split")
+    DEFAULT_SPLIT = None
+    OPTIONS = (
+        "img_suffix",
+        "ann_suffix",
+        "palette",
+        "pipeline",
+        "reduce_zero_label",
+        "on_corrupt",
+        "ignore_index",
+    )
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        classes: Sequence[str] | str | os.PathLike,
-        split: str | None = None,
-        *,
-        img_suffix: str = ".jpg",
-        ann_suffix: str = ".png",
-        palette: Sequence[Sequence[int]] | None = None,
-        pipeline: Pipeline | None = None,
-        reduce_zero_label: bool = False,
-        on_corrupt: str = "error",
-        ignore_index: int = 255,
-    ):
+    def class_names(self, classes: object) -> Sequence[str]:
+        """The names given, or read from the file whose path is given."""
         if isinstance(classes, (str, os.PathLike)):
-            classes = read_class_names(classes)
-        self.root = Path(root)
-        self.split = split
-        require_dir(self.root, self.LAYOUT)
-        img_dir, ann_dir = self.root / "images", self.root / "annotations"
-        if split is not None:
-            img_dir, ann_dir = img_dir / split, ann_dir / split
-        samples = folder_samples(img_dir, ann_dir, img_suffix, ann_suffix, self.LAYOUT)
-        super().__init__(
-            samples,
-            classes=classes,
-            palette=palette,
-            pipeline=pipeline,
-            reduce_zero_label=reduce_zero_label,
-            ignore_index=ignore_index,
-            on_corrupt=on_corrupt,
-        )
+            return read_class_names(classes)
+        return classes  # type: ignore[return-value]

@@ -17,12 +17,8 @@ with the Detail API). ``reduce_zero_label=True`` (the default) maps 0 to 255
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from pathlib import Path
-
 from .ade import ADE_PALETTE
-from .base import Pipeline, SegDataset, require_dir, split_samples
+from .layout import DatasetFolders, LayoutDataset
 
 CONTEXT59_CLASSES = (
     "aeroplane",
@@ -93,7 +89,7 @@ CONTEXT_LAYOUT = """  <root>/JPEGImages/<name>.jpg
   <root>/ImageSets/SegmentationContext/{train,val}.txt   (one <name> per line)"""
 
 
-class PascalContext59Dataset(SegDataset):
+class PascalContext59Dataset(LayoutDataset):
     """PASCAL Context 59 (see the module docstring).
 
     Args:
@@ -106,35 +102,10 @@ class PascalContext59Dataset(SegDataset):
     PALETTE = CONTEXT59_PALETTE
     DEFAULT_ROOT = "data/VOCdevkit/VOC2010"
     LAYOUT = CONTEXT_LAYOUT
-
-    def __init__(
-        self,
-        root: str | os.PathLike = DEFAULT_ROOT,
-        split: str = "train",
-        *,
-        pipeline: Pipeline | None = None,
-        reduce_zero_label: bool = True,
-        on_corrupt: str = "error",
-        ignore_index: int = 255,
-        classes: Sequence[str] | None = None,
-        palette: Sequence[Sequence[int]] | None = None,
-    ):
-        self.root = Path(root)
-        self.split = split
-        require_dir(self.root, self.LAYOUT)
-        samples = split_samples(
-            self.root,
-            self.root / "ImageSets" / "SegmentationContext" / f"{split}.txt",
-            "JPEGImages",
-            "SegmentationClassContext",
-            self.LAYOUT,
-        )
-        super().__init__(
-            samples,
-            classes=classes,
-            palette=palette,
-            pipeline=pipeline,
-            reduce_zero_label=reduce_zero_label,
-            ignore_index=ignore_index,
-            on_corrupt=on_corrupt,
-        )
+    FOLDERS = DatasetFolders(
+        img_dir="JPEGImages",
+        ann_dir="SegmentationClassContext",
+        split_file="ImageSets/SegmentationContext/{split}.txt",
+    )
+    REDUCE_ZERO_LABEL = True
+    OPTIONS = ("pipeline", "reduce_zero_label", "on_corrupt", "ignore_index", "classes", "palette")

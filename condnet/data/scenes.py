@@ -16,11 +16,9 @@ scenes are ordinary image and mask files.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from .ade import ADE20KDataset
-from .base import Pipeline
 
 SCENE_CLASSES = ("stripes", "checker", "dots", "waves", "rings", "clouds", "speckle", "grid")
 SCENE_PALETTE = (
@@ -53,30 +51,17 @@ class SceneDataset(ADE20KDataset):
     CLASSES = SCENE_CLASSES
     PALETTE = SCENE_PALETTE
     DEFAULT_ROOT = "data/scenes"
+    OPTIONS = ("pipeline", "on_corrupt")
 
-    def __init__(
-        self,
-        root: str | os.PathLike = DEFAULT_ROOT,
-        split: str = "train",
-        *,
-        pipeline: Pipeline | None = None,
-        on_corrupt: str = "error",
-    ):
-        meta_path = Path(root) / METADATA_FILE
-        suffix = ".jpg"
+    def find_samples(self, img_suffix: str, ann_suffix: str) -> list[tuple[Path, Path]]:
+        """ADE20K's samples, with the image suffix the set was written with."""
+        meta_path = self.root / METADATA_FILE
         if meta_path.is_file():
             meta = json.loads(meta_path.read_text())
-            suffix = "." + meta.get("image_format", "jpg")
+            img_suffix = "." + meta.get("image_format", "jpg")
             if tuple(meta.get("classes", SCENE_CLASSES)) != SCENE_CLASSES:
                 raise ValueError(
                     f"{meta_path} lists classes {meta['classes']}, this version "
                     f"of condnet expects {list(SCENE_CLASSES)}; regenerate it"
                 )
-        super().__init__(
-            root,
-            split,
-            pipeline=pipeline,
-            reduce_zero_label=True,
-            on_corrupt=on_corrupt,
-            img_suffix=suffix,
-        )
+        return super().find_samples(img_suffix, ann_suffix)

@@ -23,11 +23,10 @@ there is one (it has the ignore boundaries) and the SBD mask otherwise.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from pathlib import Path
 
-from .base import Pipeline, SegDataset, read_split_file, require_dir, require_files
+from .base import read_split_file, require_dir, require_files
+from .layout import DatasetFolders, LayoutDataset
 from .palette import label_colormap
 
 VOC_CLASSES = (
@@ -62,9 +61,11 @@ VOC_LAYOUT = """  <root>/JPEGImages/<name>.jpg
   <root>/SegmentationClassAug/<name>.png
   <root>/ImageSets/Segmentation/{trainaug,aug}.txt"""
 AUG_SPLITS = ("trainaug", "aug")
+# SBD's masks, for AUG_SPLITS, where VOC's own SegmentationClass has none.
+AUG_ANN_DIR = "SegmentationClassAug"
 
 
-class VOCDataset(SegDataset):
+class VOCDataset(LayoutDataset):
     """PASCAL VOC 2012 segmentation (see the module docstring).
 
     Args:
@@ -79,45 +80,32 @@ class VOCDataset(SegDataset):
     PALETTE = VOC_PALETTE
     DEFAULT_ROOT = "data/VOCdevkit/VOC2012"
     LAYOUT = VOC_LAYOUT
+    FOLDERS = DatasetFolders(
+        img_dir="JPEGImages",
+        ann_dir="SegmentationClass",
+        split_file="ImageSets/Segmentation/{split}.txt",
+    )
+    OPTIONS = ("pipeline", "reduce_zero_label", "on_corrupt", "ignore_index", "classes", "palette")
 
-    def __init__(
-        self,
-        root: str | os.PathLike = DEFAULT_ROOT,
-        split: str = "train",
-        *,
-        pipeline: Pipeline | None = None,
-        reduce_zero_label: bool = False,
-        on_corrupt: str = "error",
-        ignore_index: int = 255,
-        classes: Sequence[str] | None = None,
-        palette: Sequence[Sequence[int]] | None = None,
-    ):
-        self.root = Path(root)
-        self.split = split
+    def find_samples(self, img_suffix: str, ann_suffix: str) -> list[tuple[Path, Path]]:
+        """The split file's names; for ``AUG_SPLITS`` each takes VOC's own mask where
+        there is one and SBD's otherwise."""
         require_dir(self.root, self.LAYOUT)
         hint = ""
-        ann_dirs = [self.root / "SegmentationClass"]
-        if split in AUG_SPLITS:
-            ann_dirs.append(self.root / "SegmentationClassAug")
+        ann_dirs = [self.folder(self.FOLDERS.ann_dir)]
+        if self.split in AUG_SPLITS:
+            ann_dirs.append(self.folder(AUG_ANN_DIR))
             hint = (
-                f"\nfor split={split!r} convert SBD first: python -m condnet.tools.convert_voc_aug "
-                f"{self.root.parent}"
+                f"\nfor split={self.split!r} convert SBD first: python -m "
+                f"condnet.tools.convert_voc_aug {self.root.parent}"
             )
             require_dir(ann_dirs[-1], self.LAYOUT + hint)
-        split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
-        names = read_split_file(split_file, self.LAYOUT + hint)
+        names = read_split_file(self.folder(self.FOLDERS.split_file), self.LAYOUT + hint)
+        img_dir = self.folder(self.FOLDERS.img_dir)
         samples = []
         for name in names:
-            candidates = [d / f"{name}.png" for d in ann_dirs]
+            candidates = [d / f"{name}{ann_suffix}" for d in ann_dirs]
             ann = next((c for c in candidates if c.is_file()), candidates[-1])
-            samples.append((self.root / "JPEGImages" / f"{name}.jpg", ann))
+            samples.append((img_dir / f"{name}{img_suffix}", ann))
         require_files(samples, self.LAYOUT, hint)
-        super().__init__(
-            samples,
-            classes=classes,
-            palette=palette,
-            pipeline=pipeline,
-            reduce_zero_label=reduce_zero_label,
-            ignore_index=ignore_index,
-            on_corrupt=on_corrupt,
-        )
+        return samples
