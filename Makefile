@@ -3,9 +3,12 @@
 #
 #   make demo    the main job: CondNet against its plain twin, trained on the
 #                generated scenes on this CPU (a few minutes)
-#   make test    lint and the test suite
+#   make test    lint and the whole test suite (what CI's .ci/run calls)
 #
-# and `make bench`, the kernel benchmark behind the README's Results.
+# and, for working on the code: `make lint` (ruff, ruff format --check,
+# clang-format --dry-run over csrc/, mypy), `make format` (rewrites the files
+# those formatters check), `make test-fast` (the tests not marked slow, no
+# lint), and `make bench`, the kernel benchmark behind the README's Results.
 #
 # Which extension is built. `make install` (and so `make test`, which CI runs,
 # and `make bench`) is the full build: the CPU kernels, and the CUDA kernels
@@ -36,9 +39,11 @@ PY := $(VENV)/bin/python
 # The venv's tools (ninja, cmake, ruff) first, without activating it.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 SOURCES := setup.py pyproject.toml CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh csrc/*/*/*.h)
+# What clang-format checks and formats (style: .clang-format).
+CSRC_FORMATTED := $(shell find csrc -type f \( -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' \) | sort)
 RESULTS := benchmarks/results
 
-.PHONY: install test demo demo-install demo-seeds bench lint clean
+.PHONY: install test test-fast demo demo-install demo-seeds bench lint format clean
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -94,9 +99,20 @@ demo-install: $(VENV)/.deps
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/clang-format --dry-run -Werror $(CSRC_FORMATTED)
+	$(PY) -m mypy
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/clang-format -i $(CSRC_FORMATTED)
 
 test: lint
 	$(PY) -m pytest -q
+
+# Everything but the tests marked slow (builds, compiles, the installed wheel).
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 # Writes data/scenes, trains the warm-start comparison into
 # work_dirs/demo/warm_start-seed0 (resuming an interrupted run), prints the
