@@ -4,7 +4,7 @@ The command line tools (``tools/train.py``, ``tools/test.py``, ...) are thin
 layers over this package::
 
     from condnet.engine import Trainer, evaluate, load_config
-    cfg = load_config("configs/demo/condnet_r18-d8_scenes.py", ["runner.max_iters=20"])
+    cfg = load_config("condnet_r18-d8_scenes", ["runner.max_iters=20"])  # or a file path
     Trainer(cfg, "work_dirs/try").run()
 """
 
