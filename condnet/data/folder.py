@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .layout import DatasetFolders, LayoutDataset
 
@@ -60,8 +61,8 @@ class FolderDataset(LayoutDataset):
         "ignore_index",
     )
 
-    def class_names(self, classes: object) -> Sequence[str]:
+    def class_names(self, classes: Any) -> Sequence[str]:
         """The names given, or read from the file whose path is given."""
         if isinstance(classes, (str, os.PathLike)):
             return read_class_names(classes)
-        return classes  # type: ignore[return-value]
+        return classes

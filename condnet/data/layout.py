@@ -28,7 +28,7 @@ import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .base import SegDataset, folder_samples, require_dir, split_samples
 
@@ -136,29 +136,30 @@ class LayoutDataset(SegDataset):
         except TypeError as err:
             raise TypeError(f"{cls.__name__}.__init__() {err}") from None
         bound.apply_defaults()
-        settings = {name: cls._default(name) for name in _OPTIONS} | bound.arguments
+        # The values' types are the signature's annotations, which bind() does not check.
+        settings: dict[str, Any] = {n: cls._default(n) for n in _OPTIONS} | bound.arguments
         split = settings["split"]
         if cls.SPLITS is not None:
             if split not in cls.SPLITS:
                 raise ValueError(f"split must be one of {sorted(cls.SPLITS)}, got {split!r}")
             split = cls.SPLITS[split]
         classes = self.class_names(settings["classes"])
-        self.root = Path(settings["root"])  # type: ignore[arg-type]
+        self.root = Path(settings["root"])
         self.split = split
         samples = self.find_samples(settings["img_suffix"], settings["ann_suffix"])
         super().__init__(
             samples,
             classes=classes,
-            palette=settings["palette"],  # type: ignore[arg-type]
-            pipeline=settings["pipeline"],  # type: ignore[arg-type]
+            palette=settings["palette"],
+            pipeline=settings["pipeline"],
             reduce_zero_label=bool(settings["reduce_zero_label"]),
-            ignore_index=settings["ignore_index"],  # type: ignore[arg-type]
-            on_corrupt=settings["on_corrupt"],  # type: ignore[arg-type]
+            ignore_index=settings["ignore_index"],
+            on_corrupt=settings["on_corrupt"],
         )
 
-    def class_names(self, classes: object) -> Sequence[str] | None:
+    def class_names(self, classes: Any) -> Sequence[str] | None:
         """The class names the user gave (None: the class's ``CLASSES``)."""
-        return classes  # type: ignore[return-value]
+        return classes
 
     def folder(self, template: str) -> Path:
         """``template`` of :class:`DatasetFolders` under the root, for this split."""

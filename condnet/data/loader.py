@@ -97,7 +97,7 @@ def collate_samples(batch: Sequence[dict]) -> dict:
     """
     if not batch:
         raise ValueError("cannot collate an empty batch")
-    out = {}
+    out: dict[str, object] = {}
     for key in batch[0]:
         values = [sample[key] for sample in batch]
         if (

@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .ade import ADE20KDataset
+from .ade import ADE_LAYOUT, ADE_SPLITS, ADE20KDataset
+from .layout import LayoutDataset
 
 SCENE_CLASSES = ("stripes", "checker", "dots", "waves", "rings", "clouds", "speckle", "grid")
 SCENE_PALETTE = (
@@ -37,7 +38,7 @@ SPLIT_DIRS = {"train": "training", "val": "validation"}
 METADATA_FILE = "scenes.json"
 
 
-class SceneDataset(ADE20KDataset):
+class SceneDataset(LayoutDataset):
     """The generated scenes, read as ADE20K with :data:`SCENE_CLASSES` (8 classes).
 
     Args:
@@ -51,6 +52,10 @@ class SceneDataset(ADE20KDataset):
     CLASSES = SCENE_CLASSES
     PALETTE = SCENE_PALETTE
     DEFAULT_ROOT = "data/scenes"
+    LAYOUT = ADE_LAYOUT
+    FOLDERS = ADE20KDataset.FOLDERS
+    SPLITS = ADE_SPLITS
+    REDUCE_ZERO_LABEL = True
     OPTIONS = ("pipeline", "on_corrupt")
 
     def find_samples(self, img_suffix: str, ann_suffix: str) -> list[tuple[Path, Path]]:

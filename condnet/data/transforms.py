@@ -19,12 +19,14 @@ import numpy as np
 from PIL import Image
 
 LABEL_KEY = "gt_semantic_seg"
+# The resampling filters: Image.Resampling from Pillow 9.1, on Image itself before.
+_RESAMPLING = getattr(Image, "Resampling", Image)
 
 
 def _resize_label(label: np.ndarray, width: int, height: int) -> np.ndarray:
     """Nearest-neighbour resize of an integer label map (values are never mixed)."""
     if label.dtype == np.uint8:
-        return np.asarray(Image.fromarray(label).resize((width, height), Image.NEAREST))
+        return np.asarray(Image.fromarray(label).resize((width, height), _RESAMPLING.NEAREST))
     rows = np.minimum((np.arange(height) + 0.5) * label.shape[0] / height, label.shape[0] - 1)
     cols = np.minimum((np.arange(width) + 0.5) * label.shape[1] / width, label.shape[1] - 1)
     return label[rows.astype(np.intp)[:, None], cols.astype(np.intp)[None, :]]
@@ -77,7 +79,8 @@ class Resize:
         height, width = img.shape[:2]
         new_w, new_h = self.target_size(height, width, rng)
         if (new_w, new_h) != (width, height):
-            results["img"] = np.asarray(Image.fromarray(img).resize((new_w, new_h), Image.BILINEAR))
+            resized = Image.fromarray(img).resize((new_w, new_h), _RESAMPLING.BILINEAR)
+            results["img"] = np.asarray(resized)
             if self.resize_label and LABEL_KEY in results:
                 results[LABEL_KEY] = _resize_label(results[LABEL_KEY], new_w, new_h)
         results["img_shape"] = (new_h, new_w)
@@ -216,8 +219,10 @@ class PhotoMetricDistortion:
             rng.uniform(-self.brightness_delta, self.brightness_delta) if rng.integers(2) else None
         )
         contrast_first = bool(rng.integers(2))
-        contrast = rng.uniform(*self.contrast_range) if rng.integers(2) else None
-        saturation = rng.uniform(*self.saturation_range) if rng.integers(2) else None
+        low, high = self.contrast_range
+        contrast = rng.uniform(low, high) if rng.integers(2) else None
+        low, high = self.saturation_range
+        saturation = rng.uniform(low, high) if rng.integers(2) else None
         hue = int(rng.integers(-self.hue_delta, self.hue_delta + 1)) if rng.integers(2) else None
 
         if saturation == 1.0:  # identity steps: skip the lossy 8-bit HSV round trip

@@ -63,6 +63,7 @@ VOC_LAYOUT = """  <root>/JPEGImages/<name>.jpg
 AUG_SPLITS = ("trainaug", "aug")
 # SBD's masks, for AUG_SPLITS, where VOC's own SegmentationClass has none.
 AUG_ANN_DIR = "SegmentationClassAug"
+SPLIT_FILE = "ImageSets/Segmentation/{split}.txt"
 
 
 class VOCDataset(LayoutDataset):
@@ -83,7 +84,7 @@ class VOCDataset(LayoutDataset):
     FOLDERS = DatasetFolders(
         img_dir="JPEGImages",
         ann_dir="SegmentationClass",
-        split_file="ImageSets/Segmentation/{split}.txt",
+        split_file=SPLIT_FILE,
     )
     OPTIONS = ("pipeline", "reduce_zero_label", "on_corrupt", "ignore_index", "classes", "palette")
 
@@ -100,7 +101,7 @@ class VOCDataset(LayoutDataset):
                 f"condnet.tools.convert_voc_aug {self.root.parent}"
             )
             require_dir(ann_dirs[-1], self.LAYOUT + hint)
-        names = read_split_file(self.folder(self.FOLDERS.split_file), self.LAYOUT + hint)
+        names = read_split_file(self.folder(SPLIT_FILE), self.LAYOUT + hint)
         img_dir = self.folder(self.FOLDERS.img_dir)
         samples = []
         for name in names:

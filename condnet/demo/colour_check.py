@@ -85,8 +85,7 @@ def colour_cue_check(root: str | os.PathLike, max_images: int | None = None) -> 
     for colours, label in _pixels(root, "train", max_images):
         counts += np.bincount(_bins(colours) * K + label, minlength=counts.size)
         num_train += 1
-    counts = counts.reshape(_BINS**3, K)
-    table = counts.argmax(1)
+    table = counts.reshape(_BINS**3, K).argmax(1)
     right_global = right_image = total = num_val = 0
     for colours, label in _pixels(root, "val", max_images):
         right_global += int((table[_bins(colours)] == label).sum())

@@ -45,6 +45,8 @@ _FIGURE_GAP = 4  # pixels between the panels of predictions_figure (white)
 _BACKGROUND = (255, 255, 255)
 _INK = (0, 0, 0)
 _SWATCH_EDGE = (96, 96, 96)  # so that white and black classes show on white
+# Image.Resampling from Pillow 9.1, on Image itself before.
+_BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
 
 
 def present_classes(maps: Sequence[object], num_classes: int) -> list[int]:
@@ -182,7 +184,7 @@ def predictions_figure(
 def _image_uint8(sample: dict, size: tuple[int, int]) -> np.ndarray:
     """The sample's image as uint8 RGB at ``size`` (the label's, ``ori_shape``)."""
     image = Image.fromarray(denormalize(sample["img"], sample["img_norm_cfg"]))
-    return np.asarray(image.resize((size[1], size[0]), Image.BILINEAR))
+    return np.asarray(image.resize((size[1], size[0]), _BILINEAR))
 
 
 def _stack(rows: list[np.ndarray], gap: int = 4) -> np.ndarray:

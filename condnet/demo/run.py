@@ -111,7 +111,14 @@ def ensure_scenes(root: Path, seed: int) -> None:
             print(f"using the scene set in {root}")
             return
     start = time.perf_counter()
-    write_scenes(root, seed=seed, overwrite=True, **SCENES)
+    write_scenes(
+        root,
+        seed=seed,
+        num_train=SCENES["num_train"],
+        num_val=SCENES["num_val"],
+        size=SCENES["size"],
+        overwrite=True,
+    )
     print(
         f"wrote {SCENES['num_train']} training and {SCENES['num_val']} validation scenes to "
         f"{root} in {time.perf_counter() - start:.0f} s"

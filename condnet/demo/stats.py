@@ -4,6 +4,7 @@ paired CondNet - plain comparison over seeds."""
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 from condnet.engine.builders import dataset_meta
 from condnet.engine.evaluate import evaluate
@@ -30,7 +31,7 @@ def score(model, val_set, device) -> dict:
         guidance_accuracy=guided,
         progress=False,
     )
-    out = {k: 100 * float(results[k]) for k in ("mIoU", "mAcc", "aAcc")}
+    out: dict[str, Any] = {k: 100 * float(results[k]) for k in ("mIoU", "mAcc", "aAcc")}
     out["IoU"] = {name: 100 * float(v) for name, v in zip(names, results["IoU"], strict=True)}
     if guided:
         out["acc_guidance"] = 100 * results["acc_guidance"]

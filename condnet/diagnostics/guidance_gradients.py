@@ -65,10 +65,10 @@ class GuidanceGradients:
 
     def add_dice(self, loss_guidance: torch.Tensor) -> None:
         """Adds the gradient of ``loss_guidance`` (as backpropagated) to the dice part."""
-        grads = torch.autograd.grad(
+        found = torch.autograd.grad(
             loss_guidance, self.params, retain_graph=True, allow_unused=True
         )
-        pairs = zip(self.params, grads, strict=True)
+        pairs = zip(self.params, found, strict=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in pairs]
         if self._dice is None:
             self._dice = grads

@@ -50,7 +50,7 @@ def text_box(font, text: str) -> tuple[int, int, int]:
     left, top, right, bottom = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox(
         (0, 0), text, font=font
     )
-    return right - left, top, bottom
+    return int(right - left), int(top), int(bottom)
 
 
 def line_metrics(font) -> tuple[int, int]:
@@ -76,8 +76,8 @@ def draw_label(
     draw = ImageDraw.Draw(tile)
     x0 = 2
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    height = bottom - top
-    width = right - left + (height + 3 if swatch is not None else 0)
+    height = int(bottom - top)
+    width = int(right - left) + (height + 3 if swatch is not None else 0)
     draw.rectangle((0, 0, x0 + width + 2, height + 4), fill=(0, 0, 0))
     if swatch is not None:
         draw.rectangle((x0, 2, x0 + height, 2 + height), fill=swatch, outline=(255, 255, 255))

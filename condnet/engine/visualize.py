@@ -223,16 +223,16 @@ def guidance_grid(
         probs = F.interpolate(
             probs[None], size=(height, width), mode="bilinear", align_corners=False
         )[0]
-    probs = probs.clamp(0, 1).numpy()
+    maps = probs.clamp(0, 1).numpy()
 
     dim = image.astype(np.float64) * _DIM
     tiles = [Image.fromarray(image.copy())]
     if image_title:
         draw_label(tiles[0], image_title, None, font)
     for k in ids:
-        p = probs[k][..., None]
+        p = maps[k][..., None]
         # Opacity grows with p, so low-probability regions show the (dim) image.
-        blended = dim * (1 - p) + heat_colours(probs[k]) * p
+        blended = dim * (1 - p) + heat_colours(maps[k]) * p
         tile = Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
         swatch = tuple(int(c) for c in table[k])
         text = str(class_names[k])

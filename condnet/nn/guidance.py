@@ -163,7 +163,8 @@ def guidance_loss(
             "convert it first (a ConditionalClassifier you call yourself returns its guide "
             "logits with return_guide=True; use condnet.nn.dice_guidance_loss)"
         )
-    missing = [name for name, module in classifiers if module.guide_logits is None]
+    guides = [module.guide_logits for _, module in classifiers]
+    missing = [name for (name, _), guide in zip(classifiers, guides, strict=True) if guide is None]
     if missing:
         raise ValueError(
             f"no guide logits recorded for {missing}: guidance_loss needs a forward in "
@@ -172,14 +173,15 @@ def guidance_loss(
         )
     terms = [
         dice_guidance_loss(
-            module.guide_logits,
+            guide,
             label,
             ignore_index=ignore_index,
             smooth=smooth,
             exponent=exponent,
             ignore_mode=ignore_mode,
         )
-        for _, module in classifiers
+        for guide in guides
+        if guide is not None  # all of them, checked above
     ]
     # Taken only once every term is computed, so a bad label leaves them in place.
     for _, module in classifiers:

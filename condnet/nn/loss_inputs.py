@@ -10,6 +10,8 @@ float64), also under autocast or with bfloat16 logits: a softmax or a sum over
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -79,10 +81,10 @@ def to_loss_dtype(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
-def resize_label(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_label(label: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Nearest resize of a (B, H, W) label, through float as the released code
     does (exact for class indices below 2**24)."""
     if tuple(label.shape[-2:]) == tuple(size):
         return label
-    resized = F.interpolate(label[:, None].float(), size=size, mode="nearest")
+    resized = F.interpolate(label[:, None].float(), size=tuple(size), mode="nearest")
     return resized[:, 0].long()
