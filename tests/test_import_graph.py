@@ -65,12 +65,29 @@ def _with_parents(name: str) -> list[str]:
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def imports_of(module: str, modules: dict[str, Path] = MODULES) -> set[str]:
+def _type_checking_imports(tree: ast.AST) -> set[ast.AST]:
+    """The import statements under ``if TYPE_CHECKING:`` (read by type checkers only)."""
+    found: set[ast.AST] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+            for statement in node.body:
+                found.update(ast.walk(statement))
+    return found
+
+
+def imports_of(
+    module: str, modules: dict[str, Path] = MODULES, type_checking: bool = True
+) -> set[str]:
     """The condnet modules ``module`` imports anywhere in its source (inside functions
-    and ``if`` blocks too), with the parent packages each import runs."""
+    and ``if`` blocks too), with the parent packages each import runs. Imports under
+    ``if TYPE_CHECKING:`` count unless ``type_checking`` is False: they are
+    dependencies for the layers, but never run, so they close no cycle."""
     tree = ast.parse(modules[module].read_text(), str(modules[module]))
+    skipped = set() if type_checking else _type_checking_imports(tree)
     named, run_first = set(), set()  # what the import names; packages it runs before that
     for node in ast.walk(tree):
+        if node in skipped:
+            continue
         if isinstance(node, ast.Import):
             named.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -165,7 +182,7 @@ def test_the_reader_sees_every_kind_of_import():
 
 
 def test_no_import_cycles():
-    graph = {name: imports_of(name) for name in MODULES}
+    graph = {name: imports_of(name, type_checking=False) for name in MODULES}
     found = cycles(graph)
     assert not found, "import cycles (each line a group that imports itself back):\n" + "\n".join(
         " <-> ".join(group) for group in found
@@ -215,6 +232,28 @@ def test_an_upward_import_is_reported_inside_a_function_and_via_the_parent_packa
         "condnet.models.losses",
     }
     assert any("imports condnet.models " in line for line in problems if "nn.warm" in line)
+
+
+def test_a_type_checking_import_counts_for_the_layers_but_closes_no_cycle(tmp_path):
+    modules = _write_tree(
+        tmp_path,
+        {
+            "condnet/__init__.py": "",
+            "condnet/models/__init__.py": "",
+            "condnet/models/a.py": "from . import b\n",
+            "condnet/models/b.py": (
+                "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import X\n"
+            ),
+            "condnet/nn/__init__.py": (
+                "import typing\nif typing.TYPE_CHECKING:\n    import condnet.models\n"
+            ),
+        },
+    )
+    assert "condnet.models.a" in imports_of("condnet.models.b", modules)
+    assert "condnet.models.a" not in imports_of("condnet.models.b", modules, type_checking=False)
+    graph = {name: imports_of(name, modules, type_checking=False) for name in modules}
+    assert cycles(graph) == []
+    assert [line.split(" ")[0] for line in layer_violations(modules)] == ["condnet.nn"]
 
 
 def test_a_module_outside_every_layer_is_reported(tmp_path):
