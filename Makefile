@@ -8,7 +8,7 @@
 # and, for working on the code: `make lint` (ruff, ruff format --check,
 # clang-format --dry-run over csrc/, mypy), `make format` (rewrites the files
 # those formatters check), `make test-fast` (the tests not marked slow, no
-# lint), and `make bench`, the kernel benchmark behind the README's Results.
+# lint), and `make bench`, the kernel benchmark behind docs/benchmarks.md.
 #
 # Which extension is built. `make install` (and so `make test`, which CI runs,
 # and `make bench`) is the full build: the CPU kernels, and the CUDA kernels
@@ -120,7 +120,7 @@ test-fast: install
 demo: demo-install
 	$(PY) tools/demo.py
 
-# The committed multi-seed comparison behind the README's demo table: both
+# The committed multi-seed comparison behind docs/demo.md's tables: both
 # recipes (warm start, from scratch) at seeds 0, 1, 2, paired per seed. About
 # 45 minutes on the quiet 2-core machine.
 demo-seeds: demo-install

@@ -278,7 +278,7 @@ def test_bad_features():
 
 
 def test_readme_example():
-    # The same code as the README section "The conditional classifier in your own model".
+    # The same code as the README section "Use it in your model".
     import torch
 
     from condnet.models.losses import cross_entropy, dice_guidance_loss

@@ -9,5 +9,5 @@ _base_ = [
     "../_base_/schedules/schedule_160k.py",
 ]
 # pretrained_backbone=True: timm's ImageNet weights; a checkpoint path loads others
-# (e.g. mmseg's open-mmlab ResNet-V1c, as the paper used; see README, Models).
+# (e.g. mmseg's open-mmlab ResNet-V1c, as the paper used; see docs/models.md, Backbones).
 model = dict(name="condnet_r101-d8_ade20k", pretrained_backbone=True)

@@ -8,7 +8,7 @@ _base_ = [
     "../_base_/schedules/schedule_160k.py",
 ]
 # pretrained_backbone=True: timm's ImageNet weights; a checkpoint path loads others
-# (e.g. the official swin_base_patch4_window12_384.pth; see README, Models).
+# (e.g. the official swin_base_patch4_window12_384.pth; see docs/models.md, Backbones).
 model = dict(name="condnet_upernet_swin-b_ade20k", pretrained_backbone=True)
 data = dict(samples_per_gpu=2)
 optimizer = dict(

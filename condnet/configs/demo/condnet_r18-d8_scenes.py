@@ -21,7 +21,7 @@ model = dict(
     # and does not point to the labels: measured with the trainer's grad_guide log
     # (seed 0): from scratch at 0.2 the guide stays at chance (11% of pixels at
     # iteration 150; 12.5% is chance); warm-started at 0.2 it falls from 40% to 33%
-    # on validation in 200 iterations, at 1.0 it keeps 41%. See the README's demo.
+    # on validation in 200 iterations, at 1.0 it keeps 41%. See docs/demo.md.
     guidance_weight=1.0,
 )
 data = dict(crop_size=(96, 96), photometric=False, samples_per_gpu=8, workers_per_gpu=0)
