@@ -9,7 +9,9 @@
 // conditional_classifier is the whole classifier (class_pool, project,
 // dynamic_classify) as one op, so that its backward is one op too and writes
 // dx once (composite/conditional_classifier.cpp). Its extra outputs, the
-// class features and theta, are what the backward needs.
+// class features and theta, are what the backward needs. Its layout says how
+// theta holds the per-image classifier: "per_class" or "grouped_conv" (the
+// released model's grouped-conv storage; composite/theta_layout.h).
 #include <torch/library.h>
 #include <torch/headeronly/version.h>
 
@@ -50,12 +52,12 @@ TORCH_LIBRARY(condnet, m) {
       "-> (Tensor, Tensor, Tensor)");
   m.def(
       "conditional_classifier(Tensor x, Tensor guide_weight, Tensor? guide_bias, "
-      "Tensor proj_weight, Tensor? proj_bias, bool official) "
+      "Tensor proj_weight, Tensor? proj_bias, str layout) "
       "-> (Tensor logits, Tensor guide_logits, Tensor class_feats, Tensor theta)");
   m.def(
       "conditional_classifier_backward(Tensor? grad_logits, Tensor? grad_guide_logits, "
       "Tensor? grad_class_feats, Tensor? grad_theta, Tensor x, Tensor guide_weight, "
-      "Tensor guide_logits, Tensor class_feats, Tensor proj_weight, Tensor theta, bool official, "
+      "Tensor guide_logits, Tensor class_feats, Tensor proj_weight, Tensor theta, str layout, "
       "bool[5] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("build_info() -> str", &condnet::build_info);
 }

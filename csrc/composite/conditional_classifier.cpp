@@ -4,8 +4,9 @@
 // through the dispatcher, so each runs on its device's kernel).
 //
 // Forward: g, f = class_pool(x, Wg, bg); theta = project(f, A, a); w and beta
-// are views of theta (official or per-class reading); y = dynamic_classify(x,
-// w, beta). The op returns f and theta too: they are what the backward needs.
+// are views of theta, read as `layout` says (theta_layout.h); y =
+// dynamic_classify(x, w, beta). The op returns f and theta too: they are what
+// the backward needs.
 //
 // Backward, as ONE op, so that x's gradient is written once:
 //   dw, dbeta      = dynamic_classify_backward(dy, x, w)    one pass over x, dy
@@ -21,9 +22,11 @@
 
 #include <array>
 #include <optional>
+#include <string_view>
 #include <tuple>
 
 #include "../kernel_host.h"
+#include "theta_layout.h"
 
 namespace condnet {
 namespace {
@@ -82,38 +85,18 @@ Tensor3 dynamic_classify_backward(const at::Tensor& dy, const at::Tensor& x, con
   return op.call(dy, x, w, mask);
 }
 
-// The per-image classifier read off theta (B, K, C+1), as views.
-//   per-class: w[b, k] = theta[b, k, :C], beta[b, k] = theta[b, k, C].
-//   official:  theta flattened class-major to (B, K(C+1)), as the released
-//              grouped conv's outputs; its first K*C are w, its last K beta.
-std::tuple<at::Tensor, at::Tensor> split_theta(const at::Tensor& theta, bool official) {
-  const int64_t B = theta.size(0), K = theta.size(1), C = theta.size(2) - 1;
-  if (!official) return {theta.narrow(2, 0, C), theta.select(2, C)};
-  const at::Tensor flat = theta.view({B, K * (C + 1)});
-  return {flat.narrow(1, 0, K * C).view({B, K, C}), flat.narrow(1, K * C, K)};
-}
-
-// The inverse: dtheta from the gradients of w and beta.
-at::Tensor join_theta(const at::Tensor& dw, const at::Tensor& dbeta, const at::Tensor& theta,
-                      bool official) {
-  at::Tensor dtheta = at::empty_like(theta, at::MemoryFormat::Contiguous);
-  const auto [w_part, beta_part] = split_theta(dtheta, official);
-  w_part.copy_(dw);
-  beta_part.copy_(dbeta);
-  return dtheta;
-}
-
 void check_rank(const at::Tensor& t, int64_t dim, const char* name) {
   TORCH_CHECK_VALUE(t.dim() == dim, name, " must be ", dim, "-D, got shape ", t.sizes());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conditional_classifier(
     const at::Tensor& x, const at::Tensor& guide_weight, const OptTensor& guide_bias,
-    const at::Tensor& proj_weight, const OptTensor& proj_bias, bool official) {
+    const at::Tensor& proj_weight, const OptTensor& proj_bias, std::string_view layout) {
+  const ThetaLayout theta_layout = parse_theta_layout(layout);
   const KernelScope scope;
   auto [g, f] = class_pool(x, guide_weight, guide_bias);
   at::Tensor theta = project(f, proj_weight, proj_bias);
-  const auto [w, beta] = split_theta(theta, official);
+  const auto [w, beta] = split_theta(theta, theta_layout);
   at::Tensor y = dynamic_classify(x, w, beta);
   return {y, g, f, theta};
 }
@@ -124,20 +107,21 @@ conditional_classifier_backward(const OptTensor& grad_logits, const OptTensor& g
                                 const at::Tensor& x, const at::Tensor& guide_weight,
                                 const at::Tensor& guide_logits, const at::Tensor& class_feats,
                                 const at::Tensor& proj_weight, const at::Tensor& theta,
-                                bool official, std::array<bool, 5> output_mask) {
+                                std::string_view layout, std::array<bool, 5> output_mask) {
+  const ThetaLayout theta_layout = parse_theta_layout(layout);
   check_rank(theta, 3, "theta");
   check_rank(class_feats, 3, "class_feats");
   const KernelScope scope;
   const auto [need_dx, need_dwg, need_dbg, need_dA, need_da] = output_mask;
   const bool need_pool = need_dx || need_dwg || need_dbg;
-  const auto [w, beta] = split_theta(theta, official);
+  const auto [w, beta] = split_theta(theta, theta_layout);
 
   // The gradient of theta: from the logits through w and beta, plus theta's own.
   at::Tensor dtheta;
   if (grad_logits.has_value() && (need_pool || need_dA || need_da)) {
     const auto [unused_dx, dw, dbeta] =
         dynamic_classify_backward(*grad_logits, x, w, {false, true, true});
-    dtheta = join_theta(dw, dbeta, theta, official);
+    dtheta = join_theta(dw, dbeta, theta, theta_layout);
   }
   if (grad_theta.has_value()) dtheta = dtheta.defined() ? dtheta.add(*grad_theta) : *grad_theta;
 
