@@ -20,15 +20,11 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <array>
-#include <optional>
-#include <tuple>
 #include <type_traits>
 #include <vector>
 
-#include "../checks.h"
-#include "../kernel_host.h"
-#include "output_memory.h"
+#include "../host/project_host.h"
+#include "device.h"
 #include "vector_loops.h"
 
 namespace condnet::cpu {
@@ -140,55 +136,19 @@ void backward_kernel(const at::Tensor& dtheta, const at::Tensor& f, const at::Te
   });
 }
 
-at::Tensor project_forward(const at::Tensor& class_feats, const at::Tensor& weight,
-                           const std::optional<at::Tensor>& bias) {
-  check_project_inputs(class_feats, weight, bias);
-  const KernelScope scope;
-  const int64_t B = class_feats.size(0), K = class_feats.size(1), C = class_feats.size(2);
-  at::Tensor theta = at::empty({B, K, C + 1}, class_feats.options());
-  if (B == 0) return theta;
-  const at::Tensor f = class_feats.contiguous();
-  const at::Tensor A = weight.contiguous();
-  const at::Tensor a = bias.has_value() ? bias->contiguous() : at::Tensor();
-  dispatch_project_types(f, A, [&](auto t, auto tw) {
-    forward_kernel<decltype(t), decltype(tw)>(f, A, a, theta);
-  });
-  return theta;
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> project_backward(
-    const at::Tensor& grad_theta, const at::Tensor& class_feats, const at::Tensor& weight,
-    std::array<bool, 3> output_mask) {
-  check_project_inputs(class_feats, weight, std::nullopt);
-  const int64_t B = class_feats.size(0), K = class_feats.size(1), C = class_feats.size(2);
-  check_grad(grad_theta, class_feats, {B, K, C + 1}, "grad_theta");
-  const KernelScope scope;
-  const auto [need_df, need_dA, need_da] = output_mask;
-  at::Tensor df, dA, da;
-  if (need_df) df = at::empty({B, K, C}, class_feats.options());
-  if (need_dA) dA = empty_output({K, C + 1, C}, weight.options());
-  if (need_da) da = at::empty({K, C + 1}, weight.options());
-  if (B == 0) {
-    // No image: no gradient flows, and the reductions over images are zero.
-    if (need_dA) dA.zero_();
-    if (need_da) da.zero_();
-    return {df, dA, da};
-  }
-  if (!need_df && !need_dA && !need_da) return {df, dA, da};
-  const at::Tensor f = class_feats.contiguous();
-  const at::Tensor A = weight.contiguous();
-  const at::Tensor dtheta = grad_theta.contiguous();
-  dispatch_project_types(f, A, [&](auto t, auto tw) {
-    backward_kernel<decltype(t), decltype(tw)>(dtheta, f, A, df, dA, da);
-  });
-  return {df, dA, da};
-}
+// project's CPU kernels, as host/project_host.h calls them.
+struct ProjectKernels : Device {
+  template <class T, class TW>
+  static constexpr auto forward = &forward_kernel<T, TW>;
+  template <class T, class TW>
+  static constexpr auto backward = &backward_kernel<T, TW>;
+};
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(condnet, CPU, m) {
-  m.impl("project", &project_forward);
-  m.impl("project_backward", &project_backward);
+  m.impl("project", &host::project_forward<ProjectKernels>);
+  m.impl("project_backward", &host::project_backward<ProjectKernels>);
 }
 
 }  // namespace condnet::cpu

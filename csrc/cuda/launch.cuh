@@ -1,6 +1,7 @@
 // Host side of the kernel launches: device guard, stream, what the GPU offers
 // (multiprocessors, compute capability, concurrent clusters), grid size
-// checks, plain and cluster launches with their error checks. Under
+// checks, plain and cluster launches with their error checks, and the Device
+// the shared host code (host/*_host.h) is given. Under
 // CONDNET_EMULATE launches run on the host through emulate/host_shim.h
 // (tests only).
 #pragma once
@@ -154,6 +155,17 @@ void launch_cluster(void (*kernel)(Params...), int64_t blocks, int cluster, size
 #endif
 
 namespace condnet::cuda {
+
+// The GPU as the shared host code (host/*_host.h) sees it: the guard that
+// makes an input's device current for the launches, and plain outputs. The
+// CUDA kernels derive their Kernels types from it.
+struct Device {
+  using Guard = DeviceGuard;
+
+  static at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+    return at::empty(sizes, options);
+  }
+};
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
