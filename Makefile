@@ -126,19 +126,26 @@ demo: demo-install
 demo-seeds: demo-install
 	$(PY) tools/demo.py --seeds 0,1,2 --json $(RESULTS)/demo_scenes.json
 
-# The committed CPU results: every op and mode at the ADE shape with B=2 and
-# B=8, and the classifier's K and N sweeps (B=2) with their plot, in float32;
-# then the projection and the whole classifier as mixed-precision training
-# runs them (bf16 features, float32 parameters, under autocast). About 15
-# minutes on the quiet 2-core CI machine.
+# The committed CPU results at the shapes the released heads run
+# (benchmarks/kernel_cases.py): every op and mode at ade (B=2, 128x128) with
+# the classifier's K and N sweeps around it (no released formulation there:
+# its backward takes 4-13 s a call at K >= 256) and their plot, in float32;
+# the whole classifier at ade-b8 (B=8) in float32 and amp-bfloat16; every op
+# at ade in amp-bfloat16 (bf16 features, float32 parameters, under autocast).
+# The ade and ade-b8 rows twice each, interleaved; the sweeps once. About 17
+# minutes on the quiet 2-core machine (estimated from the previous run's
+# per-row times).
 bench: install
-	$(PY) benchmarks/run_kernels.py --device cpu --dtype float32 \
-		--shapes B=2,C=512,K=150,H=64,W=64,ade,sweep-k,sweep-n --sweep-ops classifier \
+	$(PY) benchmarks/run_kernels.py --device cpu --dtype float32 --budget 0.5 --repeat 2 \
+		--shapes ade,sweep-k,sweep-n --sweep-ops classifier \
+		--sweep-providers eager,compile,extension \
 		--json $(RESULTS)/cpu_kernels.json --markdown $(RESULTS)/cpu_kernels.md \
 		--plot $(RESULTS)/cpu_kernels.png
-	$(PY) benchmarks/run_kernels.py --device cpu --dtype amp-bfloat16 \
-		--shapes B=2,C=512,K=150,H=64,W=64,ade --ops project,classifier \
-		--json $(RESULTS)/cpu_kernels_amp.json --markdown $(RESULTS)/cpu_kernels_amp.md
+	$(PY) benchmarks/run_kernels.py --device cpu --dtype float32,amp-bfloat16 --budget 0.5 \
+		--repeat 2 --shapes ade-b8 --ops classifier \
+		--json $(RESULTS)/cpu_kernels_b8.json --markdown $(RESULTS)/cpu_kernels_b8.md
+	$(PY) benchmarks/run_kernels.py --device cpu --dtype amp-bfloat16 --budget 0.5 --repeat 2 \
+		--shapes ade --json $(RESULTS)/cpu_kernels_amp.json --markdown $(RESULTS)/cpu_kernels_amp.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info condnet/*.so

@@ -1,18 +1,22 @@
 """What the kernel benchmark runs: shapes, ops, modes, random inputs, and the
 work model (bytes and FLOPs) each row is judged against.
 
-Shapes are (B, C, K, H, W): batch, channels, classes, height, width.
+Shapes are (B, C, K, H, W): batch, channels, classes, height, width. The
+named shapes are where the released heads (DeepLabV3+ with the stride-4
+skip, UPerNet) run the classifier: on the stride-4 map of the training crop,
+at the per-GPU batch the released models were trained with.
 
-    ade          B=8, C=512, K=150, 64x64
-    pc59         B=8, C=512, K=59, 60x60
-    cityscapes   B=8, C=512, K=19, 128x256
-    sweep-k      K in 19, 59, 150, 256, 512, 1024 at C=512, 64x64
-    sweep-n      N = H*W in 32^2, 64^2, 128^2, 256^2 at C=512, K=150
+    ade          B=2, C=512, K=150, 128x128   ADE20K, 512x512 crops, 2 per GPU
+    ade-b8       B=8, C=512, K=150, 128x128   the same on one GPU, 8 images
+    pc59         B=4, C=512, K=59, 120x120    Pascal Context, 480x480 crops
+    cityscapes   B=2, C=512, K=19, 128x256    Cityscapes, 512x1024 crops
+    sweep-k      K in 19, 59, 150, 256, 512, 1024, the rest as ade
+    sweep-n      N = H*W in 32^2, 64^2, 128^2, 256^2, the rest as ade
     B=..,C=..,K=..,H=..,W=..   any explicit shape
 
-The sweeps run at B=2 on the CPU, so that a whole sweep fits in minutes on a
-2-core machine, and at B=8 on the GPU. ``--quick`` shrinks the named shapes and
-the sweeps to C=32, B=2 and at most 32x32 pixels (explicit shapes are kept).
+``--quick`` shrinks the named shapes and the sweeps to C=32 and at most 32x32
+pixels, keeping each named shape's B, K and aspect ratio (explicit shapes
+are kept as given).
 
 Precisions (``--dtype``): float32, bfloat16, float16, float64 run everything
 in that dtype; amp-bfloat16 and amp-float16 are mixed-precision training as
@@ -32,23 +36,24 @@ MODES = ("fwd", "fwd_bwd")
 DTYPES = ("float32", "bfloat16", "float16", "float64", "amp-bfloat16", "amp-float16")
 AMP_PREFIX = "amp-"
 
-# name -> (B, C, K, H, W); each dataset's classifier shape at training batch size.
+# name -> (B, C, K, H, W): each dataset's classifier shape (the stride-4 map
+# of its training crop) at the released per-GPU batch; ade-b8 at one GPU's.
 SHAPES = {
-    "ade": (8, 512, 150, 64, 64),
-    "pc59": (8, 512, 59, 60, 60),
-    "cityscapes": (8, 512, 19, 128, 256),
+    "ade": (2, 512, 150, 128, 128),
+    "ade-b8": (8, 512, 150, 128, 128),
+    "pc59": (4, 512, 59, 120, 120),
+    "cityscapes": (2, 512, 19, 128, 256),
 }
+# The sweeps vary one dimension of ade and keep the others.
+SWEEP_BASE = "ade"
 SWEEPS = ("sweep-k", "sweep-n")
 SWEEP_K = (19, 59, 150, 256, 512, 1024)
 SWEEP_SIDES = (32, 64, 128, 256)  # sweep-n: square images of side**2 pixels
 QUICK_SWEEP_K = (19, 59, 150)
 QUICK_SWEEP_SIDES = (8, 16, 32)
 QUICK_C = 32
+QUICK_SIDE = 16
 SPEC_KEYS = "BCKHW"
-
-
-def sweep_batch(device_type: str) -> int:
-    return 8 if device_type == "cuda" else 2
 
 
 def split_shape_specs(text: str) -> list[str]:
@@ -95,22 +100,27 @@ def _explicit(spec: str) -> tuple[int, ...]:
     return tuple(fields[k] for k in SPEC_KEYS)
 
 
-def expand_shape(spec: str, device_type: str, quick: bool) -> list[tuple[str, tuple[int, ...]]]:
+def named_shape(name: str, quick: bool) -> tuple[int, ...]:
+    """SHAPES[name]; under quick C and the pixels shrink, B, K and the aspect
+    ratio stay."""
+    B, C, K, H, W = SHAPES[name]
+    if quick:
+        C, H, W = QUICK_C, QUICK_SIDE, QUICK_SIDE * W // H
+    return B, C, K, H, W
+
+
+def expand_shape(spec: str, quick: bool) -> list[tuple[str, tuple[int, ...]]]:
     """One --shapes item -> [(label, (B, C, K, H, W)), ...]; a sweep gives several."""
     if "=" in spec:
         return [(spec, _explicit(spec))]
     if spec in SHAPES:
-        B, C, K, H, W = SHAPES[spec]
-        if quick:  # keep K and the aspect ratio, shrink the rest
-            B, C, H, W = 2, QUICK_C, 16, 16 * W // H
-        return [(spec, (B, C, K, H, W))]
-    B, C = (2, QUICK_C) if quick else (sweep_batch(device_type), 512)
+        return [(spec, named_shape(spec, quick))]
+    B, C, K, H, W = named_shape(SWEEP_BASE, quick)
     if spec == "sweep-k":
-        ks, side = (QUICK_SWEEP_K, 16) if quick else (SWEEP_K, 64)
-        return [(spec, (B, C, k, side, side)) for k in ks]
+        return [(spec, (B, C, k, H, W)) for k in (QUICK_SWEEP_K if quick else SWEEP_K)]
     if spec == "sweep-n":
         sides = QUICK_SWEEP_SIDES if quick else SWEEP_SIDES
-        return [(spec, (B, C, 150, s, s)) for s in sides]
+        return [(spec, (B, C, K, s, s)) for s in sides]
     names = ", ".join([*SHAPES, *SWEEPS])
     raise ValueError(
         f"--shapes: {spec!r} is not one of {names} nor of the form B=..,C=..,K=..,H=..,W=.."
@@ -153,8 +163,9 @@ def work(case: Case) -> tuple[float, float]:
 
     For the classifier this includes the projection: its (C*K + K, C) weight
     is read in the forward, read again and its gradient written in the
-    backward. At C=512, K=150 in float32 that is 158 MB each time, more than
-    x itself at small batch sizes.
+    backward. At C=512, K=150 in float32 that is 158 MB each time: more than
+    x (67 MB in float32, 34 MB in bfloat16) at ade's B=2, 128x128, less than
+    x at ade-b8 in float32 (268 MB); benchmarks/NOTES.md has the table.
     """
     B, C, K, H, W = case.dims
     N, s = H * W, torch.finfo(case.dtype).bits // 8

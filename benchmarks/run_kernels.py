@@ -3,24 +3,35 @@ the compiled extension, Triton and the released model's formulation, on the
 same random inputs in one process.
 
     python benchmarks/run_kernels.py [--device cpu|cuda] [--dtype float32,bfloat16,...]
-        [--shapes ade,pc59,cityscapes,sweep-k,sweep-n,B=..,C=..,K=..,H=..,W=..]
+        [--shapes ade,ade-b8,pc59,cityscapes,sweep-k,sweep-n,B=..,C=..,K=..,H=..,W=..]
         [--ops class_pool,dynamic_classify,project,classifier] [--sweep-ops ...]
-        [--mode fwd,fwd_bwd]
-        [--providers eager,compile,extension,triton,released] [--quick]
+        [--mode fwd,fwd_bwd] [--providers eager,compile,extension,triton,released]
+        [--sweep-providers ...] [--repeat N] [--sweep-repeat N] [--quick]
         [--budget SECONDS] [--retries N] [--json FILE] [--markdown FILE] [--plot FILE]
 
 Each row: median time with 20%/80% quantiles; speedup against eager and
 against compile; achieved GB/s and TFLOP/s under the work model of
-kernel_cases.work; % of the roofline floor max(bytes / copy bandwidth,
-FLOPs / matmul rate), both ceilings measured in the same run; and peak memory
-above what existed before the call (memory.py). Progress goes to stderr, one
-line per row; the table to stdout.
+kernel_cases.work; % of the roofline floor max(bytes / memory ceiling,
+FLOPs / matmul ceiling), the ceilings the best of several measurements in
+the same run (ceilings.py); and peak memory above what existed before the
+call (memory.py). Progress goes to stderr, one line per row; the table to
+stdout.
+
+Repeats: each row is measured --repeat times (sweep rows --sweep-repeat
+times), interleaved: every row once, then every row again, so that a slow
+phase of the machine lands on different rows, not on all repeats of one.
+A row reports the median of its repeats' medians and their spread; one
+whose repeats differ by more than 15% is flagged, as is one above 100% of
+its roofline (rows.py).
 
 CPU timings are only as good as the machine is quiet. Each record keeps
 other_cpu, the share of all CPUs that other processes used while the row was
 timed; a CPU row above 10% is measured again once the machine is quiet
 (--retries times at most, 15 minutes of waiting per run at most), and the
-least disturbed timing is kept.
+least disturbed timing is kept. On the CPU the run keeps malloc's memory
+(timing.steady_cpu_allocator; run as a script, it restarts itself with
+glibc's tcache off for that), and the warm-up lasts until a call no longer
+page-faults, so that timed calls do not pay for first touches of memory.
 """
 
 from __future__ import annotations
@@ -32,10 +43,12 @@ import sys
 from pathlib import Path
 
 import torch
+from ceilings import RunCeilings
 from kernel_cases import (
     DTYPES,
     MODES,
     OPS,
+    SHAPES,
     SWEEPS,
     Case,
     expand_shape,
@@ -47,7 +60,8 @@ from kernel_cases import (
 from memory import peak_memory
 from providers import PROVIDERS, build, why_not
 from report import environment, markdown, text_table
-from timing import QuietWait, Timing, measure, measure_ceilings, settle_cpu_allocator
+from rows import ROOFLINE_LIMIT, SPREAD_LIMIT, add_speedups, record
+from timing import QuietWait, Timing, measure, restart_without_tcache, steady_cpu_allocator
 
 # Largest relative difference from eager's forward outputs that is not reported.
 TOLERANCE = {
@@ -88,13 +102,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--shapes",
         action="append",
-        help="comma-separated: ade, pc59, cityscapes, sweep-k, sweep-n or B=..,C=..,K=..,H=..,W=.. "
+        help=f"comma-separated: {', '.join([*SHAPES, *SWEEPS])} or B=..,C=..,K=..,H=..,W=.. "
         "(default: ade)",
     )
     p.add_argument("--ops", type=_csv(OPS), default=list(OPS))
     p.add_argument("--sweep-ops", type=_csv(OPS), help="ops run on the sweeps (default: --ops)")
     p.add_argument("--mode", type=_csv(MODES), default=list(MODES))
     p.add_argument("--providers", type=_csv(list(PROVIDERS)), default=list(PROVIDERS))
+    p.add_argument(
+        "--sweep-providers",
+        type=_csv(list(PROVIDERS)),
+        help="providers run on the sweeps (default: --providers)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        help="times each row of the named and explicit shapes is measured, interleaved with "
+        "the other rows (default 2; --quick: 1)",
+    )
+    p.add_argument(
+        "--sweep-repeat", type=int, default=1, help="the same for the sweeps' rows (default 1)"
+    )
     p.add_argument("--quick", action="store_true", help="tiny shapes, few repeats (CI)")
     p.add_argument(
         "--budget",
@@ -119,12 +147,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--retries: must be >= 0")
     if args.retries is None:
         args.retries = 0 if args.quick else 2
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 2
+    for name in ("repeat", "sweep_repeat"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')}: must be at least 1")
     args.dtype = args.dtype or (["bfloat16"] if args.device == "cuda" else ["float32"])
     specs = [s for text in args.shapes or ["ade"] for s in split_shape_specs(text)]
     if not specs:
         p.error("--shapes: empty list")
     try:
-        args.shapes = [x for s in specs for x in expand_shape(s, args.device, args.quick)]
+        args.shapes = [x for s in specs for x in expand_shape(s, args.quick)]
     except ValueError as exc:
         p.error(str(exc))
     if args.plot and not any(label in SWEEPS for label, _ in args.shapes):
@@ -161,51 +194,67 @@ def _timed(fn, device, budget: float, reps: dict, retries: int, quiet: QuietWait
     return best
 
 
-def _plan(args, device) -> list[tuple[Case, list]]:
-    """Every case with the providers that will run it; says once per provider
-    and reason why one is skipped."""
+def passes(repeats: list[int]) -> list[list[int]]:
+    """The interleaved order of a run: pass r measures, in plan order, every
+    case still owed a repeat. ``[2, 1, 2]`` -> ``[[0, 1, 2], [0, 2]]``."""
+    return [[i for i, n in enumerate(repeats) if n > r] for r in range(max(repeats, default=0))]
+
+
+def _plan(args, device) -> list[tuple[Case, list, int]]:
+    """Every case with the providers that will run it and its repeat count;
+    says once per provider and reason why one is skipped."""
     plan, said = [], set()
     for dtype_name in args.dtype:
         for label, dims in args.shapes:
-            ops = (args.sweep_ops or args.ops) if label in SWEEPS else args.ops
+            swept = label in SWEEPS
+            ops = (args.sweep_ops or args.ops) if swept else args.ops
+            names = (args.sweep_providers or args.providers) if swept else args.providers
             for op in ops:
                 for mode in args.mode:
                     dtype, amp = precision(dtype_name)
                     case = Case(op, mode, dims, dtype, device, label, amp=amp)
                     runs = []
-                    for name in args.providers:
+                    for name in names:
                         why = why_not(PROVIDERS[name], case)
                         if why is None:
                             runs.append(PROVIDERS[name])
                         elif (name, why) not in said:
                             said.add((name, why))
                             print(f"# skipping {name}: {why}", file=sys.stderr)
-                    plan.append((case, runs))
+                    plan.append((case, runs, args.sweep_repeat if swept else args.repeat))
     return plan
 
 
-def _record(case, provider, t, floor_s, n_bytes, flops, env) -> dict:
-    B, C, K, H, W = case.dims
-    return {
-        "op": case.op,
-        "provider": provider.name,
-        **{k: env[k] for k in ("device", "device_name")},
-        "dtype": case.precision,
-        "shape": case.label,
-        **dict(zip("BCKHW", (B, C, K, H, W), strict=True)),
-        "mode": case.mode,
-        "median_ms": t.median_ms,
-        "q20_ms": t.q20_ms,
-        "q80_ms": t.q80_ms,
-        "reps": t.reps,
-        "speedup_vs_eager": None,
-        "speedup_vs_compile": None,
-        "gbps": n_bytes / t.median_ms / 1e6,
-        "tflops": flops / t.median_ms / 1e9,
-        "pct_roofline": 100 * floor_s * 1e3 / t.median_ms,
-        "floor_ms": floor_s * 1e3,
-        **env,
-    }
+def _first_look(provider, case, fn, device, eager_outs) -> tuple[dict, object]:
+    """What a row needs once, not per repeat: the forward's largest relative
+    difference from eager's outputs (eager's own outputs are kept for the
+    others) and the call's peak memory."""
+    err = None
+    if case.mode == "fwd":
+        outs = fn()
+        if provider.name == "eager":
+            eager_outs = outs
+        elif eager_outs is not None:
+            err = _max_rel_err(outs, eager_outs)
+        del outs
+    if err is not None and err > TOLERANCE[case.dtype]:
+        print(f"#   WARNING: outputs differ from eager's by {err:.2e}", file=sys.stderr)
+    return {"max_rel_err_vs_eager": err, "peak_mem_bytes": peak_memory(fn, device)}, eager_outs
+
+
+def _records(plan, timings, first, ceilings, env) -> list[dict]:
+    """The records of every row measured so far, in plan order."""
+    records = []
+    for i, (case, providers, _) in enumerate(plan):
+        group = [
+            record(case, p.name, timings[i, p.name], ceilings.for_case(case), work(case), env)
+            | first[i, p.name]
+            for p in providers
+            if (i, p.name) in timings
+        ]
+        add_speedups(group)
+        records.extend(group)
+    return records
 
 
 def run(args, on_progress=None) -> list[dict]:
@@ -216,66 +265,53 @@ def run(args, on_progress=None) -> list[dict]:
     budget = args.budget if args.budget is not None else (0.02 if quick else 1.0)
     reps = {"warmup": 1, "min_reps": 3} if quick else {"warmup": 2, "min_reps": 5}
     plan = _plan(args, device)
-    quiet = QuietWait()
-    settle_cpu_allocator()
-    total, done, records, ceilings = sum(len(r) for _, r in plan), 0, [], {}
-    for case, providers in plan:
-        if case.dtype not in ceilings:
-            ceil = ceilings[case.dtype] = measure_ceilings(device, case.dtype, quick=quick)
-            print(
-                f"# {env['device_name']}: copy {ceil.bytes_per_s / 1e9:.1f} GB/s, "
-                f"{case.dtype} matmul {ceil.flops_per_s / 1e12:.3f} TFLOP/s",
-                file=sys.stderr,
-            )
-        ceil = ceilings[case.dtype]
-        n_bytes, flops = work(case)
-        floor_s = max(n_bytes / ceil.bytes_per_s, flops / ceil.flops_per_s)
-        inputs = make_inputs(case)
-        group, eager_outs = [], None
-        for provider in providers:
-            fn = build(provider, case, inputs)
-            err = None
-            if case.mode == "fwd":  # the first call also checks the outputs against eager's
-                outs = fn()
-                if provider.name == "eager":
-                    eager_outs = outs
-                elif eager_outs is not None:
-                    err = _max_rel_err(outs, eager_outs)
-                del outs
-            t = _timed(fn, device, budget, reps, args.retries, quiet)
-            rec = _record(case, provider, t, floor_s, n_bytes, flops, env)
-            rec["max_rel_err_vs_eager"] = err
-            rec["other_cpu"] = t.other_cpu
-            rec["peak_mem_bytes"] = peak_memory(fn, device)
-            group.append(rec)
-            done += 1
-            print(
-                f"[{done}/{total}] {case.op} {case.mode} {case.label} "
-                f"B={case.dims[0]} K={case.dims[2]} N={case.dims[3] * case.dims[4]} "
-                f"{rec['dtype']} {provider.name}: {t.median_ms:.3f} ms "
-                f"({t.q20_ms:.3f}-{t.q80_ms:.3f}), peak {rec['peak_mem_bytes'] / 2**20:.1f} MiB"
-                + (
-                    f", other work {rec['other_cpu']:.0%}" if (rec["other_cpu"] or 0) > 0.05 else ""
-                ),
-                file=sys.stderr,
-                flush=True,
-            )
-            if err is not None and err > TOLERANCE[case.dtype]:
-                print(f"#   WARNING: outputs differ from eager's by {err:.2e}", file=sys.stderr)
-            del fn
-        base = {r["provider"]: r["median_ms"] for r in group}
-        for rec in group:
-            for ref in ("eager", "compile"):
-                if ref in base:
-                    rec[f"speedup_vs_{ref}"] = base[ref] / rec["median_ms"]
-        records.extend(group)
-        del inputs, eager_outs
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        if on_progress:
-            on_progress(records)
-    return records
+    order = passes([n for *_, n in plan])
+    quiet, ceilings = QuietWait(), RunCeilings(device, quick)
+    timings: dict[tuple[int, str], list] = {}
+    first: dict[tuple[int, str], dict] = {}
+    total, done = sum(len(plan[i][1]) for step in order for i in step), 0
+    with steady_cpu_allocator(device) as allocator:
+        env["cpu_allocator"] = allocator
+        for r, step in enumerate(order):
+            for line in ceilings.measure([plan[i][0] for i in step]):
+                print(f"# {env['device_name']}, pass {r + 1}: {line}", file=sys.stderr)
+            for i in step:
+                case, providers, repeats = plan[i]
+                inputs, eager_outs = make_inputs(case), None
+                for provider in providers:
+                    fn = build(provider, case, inputs)
+                    if (i, provider.name) not in first:
+                        first[i, provider.name], eager_outs = _first_look(
+                            provider, case, fn, device, eager_outs
+                        )
+                    t = _timed(fn, device, budget, reps, args.retries, quiet)
+                    timings.setdefault((i, provider.name), []).append(t)
+                    done += 1
+                    _progress(done, total, case, provider, t, r, repeats, first[i, provider.name])
+                    del fn
+                del inputs, eager_outs
+                gc.collect()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if on_progress:
+                    on_progress(_records(plan, timings, first, ceilings, env))
+    return _records(plan, timings, first, ceilings, env)
+
+
+def _progress(done, total, case, provider, t, r, repeats, first) -> None:
+    B, _, K, H, W = case.dims
+    peak = first["peak_mem_bytes"]
+    print(
+        f"[{done}/{total}] {case.op} {case.mode} {case.label} B={B} K={K} N={H * W} "
+        f"{case.precision} {provider.name}"
+        + (f" (repeat {r + 1}/{repeats})" if repeats > 1 else "")
+        + f": {t.median_ms:.3f} ms ({t.q20_ms:.3f}-{t.q80_ms:.3f}), "
+        f"peak {peak / 2**20:.1f} MiB"
+        + (f", other work {t.other_cpu:.0%}" if (t.other_cpu or 0) > 0.05 else "")
+        + (f", {t.page_faults:.0f} page faults a call" if (t.page_faults or 0) >= 1 else ""),
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _write(path: Path, text: str) -> None:
@@ -299,6 +335,20 @@ def main(argv=None) -> list[dict]:
             "over 10% of the CPUs; rerun on a quiet machine before trusting them",
             file=sys.stderr,
         )
+    unsteady = [r for r in records if r["unsteady"]]
+    if unsteady:
+        print(
+            f"# WARNING: {len(unsteady)} rows' repeats differ by more than "
+            f"{SPREAD_LIMIT:.0%} (flagged 'unsteady'): the method, not the kernel, decided them",
+            file=sys.stderr,
+        )
+    over = [r for r in records if r["over_roofline"]]
+    if over:
+        print(
+            f"# HARNESS BUG: {len(over)} rows above {ROOFLINE_LIMIT:.0f}% of their roofline "
+            "(flagged 'over_roofline'): a ceiling is too low or a work model counts too much",
+            file=sys.stderr,
+        )
     print(text_table(records))
     if args.markdown:
         _write(args.markdown, markdown(records))
@@ -310,4 +360,5 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
+    restart_without_tcache()
     main()

@@ -1,21 +1,29 @@
-"""Timing and device ceilings for the kernel benchmark.
+"""Timing of one row of the kernel benchmark.
 
 GPU: CUDA events around each call, after warm-up, L2 flushed between calls.
-CPU: perf_counter around each call, after warm-up. Either way the result is
-the median and the 20%/80% quantiles of the per-call times.
+CPU: perf_counter around each call, after warm-up, in a process whose malloc
+keeps the memory it was given (steady_cpu_allocator). Either way the result
+is the median and the 20%/80% quantiles of the per-call times.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import platform
 import resource
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+# A call that page-faults in less than this much fresh memory counts as warm.
+WARM_FAULT_BYTES = 2**20
 
 
 @dataclass
@@ -25,6 +33,7 @@ class Timing:
     q80_ms: float
     reps: int
     other_cpu: float | None = None  # see OtherWork
+    page_faults: float | None = None  # minor page faults per timed call (CPU)
 
 
 def _quantiles(times_ms: list[float]) -> Timing:
@@ -35,6 +44,11 @@ def _quantiles(times_ms: list[float]) -> Timing:
     return Timing(statistics.median(times_ms), q[1], q[7], len(times_ms))
 
 
+def _minor_faults() -> int:
+    """Minor page faults of this process so far, all threads."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def measure(
     fn: Callable[[], object],
     device: torch.device,
@@ -42,23 +56,36 @@ def measure(
     min_reps: int = 5,
     max_reps: int = 100,
     budget_s: float = 1.0,
+    max_warmup: int = 5,
 ) -> Timing:
     """Per-call times of ``fn``: at least ``min_reps`` calls, more while the
     ``budget_s`` lasts (at most ``max_reps``). A call slower than the whole
-    budget ends the warm-up and needs only three timed calls, so that the
-    sweeps' largest cases stay affordable on a CPU."""
-    for _ in range(warmup):
+    budget needs only three timed calls, so that the sweeps' largest cases
+    stay affordable on a CPU.
+
+    Warm-up: ``warmup`` calls (fewer when one takes longer than the budget),
+    and on the CPU more, up to ``max_warmup``, until a call page-faults in
+    less than WARM_FAULT_BYTES of fresh memory. Under steady_cpu_allocator
+    the first one or two calls fault in the memory the later calls reuse;
+    a timed call that still faulted paid the kernel's first touch of fresh
+    pages, whose price changed from run to run."""
+    page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+    for done in range(1, max_warmup + 1):
+        faults = _minor_faults()
         t0 = time.perf_counter()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        if time.perf_counter() - t0 > budget_s:
+        slow = time.perf_counter() - t0 > budget_s
+        warm = device.type != "cpu" or (_minor_faults() - faults) * page < WARM_FAULT_BYTES
+        if warm and (done >= warmup or slow):
             break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         flush = torch.empty(256 * 2**20, dtype=torch.int8, device=device)
     times: list[float] = []
     other = OtherWork()
+    faults = _minor_faults()
     start = time.perf_counter()
     while len(times) < min_reps or (
         len(times) < max_reps and time.perf_counter() - start < budget_s
@@ -80,33 +107,9 @@ def measure(
             times.append((time.perf_counter() - t0) * 1e3)
     timing = _quantiles(times)
     timing.other_cpu = other.fraction()
+    if device.type == "cpu":
+        timing.page_faults = (_minor_faults() - faults) / len(times)
     return timing
-
-
-@dataclass
-class Ceilings:
-    """What the device reaches in this run: copy bandwidth (bytes read plus
-    written per second) and dense matmul rate at the benchmark dtype."""
-
-    bytes_per_s: float
-    flops_per_s: float
-
-
-def measure_ceilings(device: torch.device, dtype: torch.dtype, quick: bool = False) -> Ceilings:
-    n_bytes = (16 if quick else 512) * 2**20
-    budget = 0.1 if quick else 0.5
-    src = torch.randn(n_bytes // 4, device=device)
-    dst = torch.empty_like(src)
-    copy = measure(lambda: dst.copy_(src), device, budget_s=budget)
-    n = 1024 if quick or device.type == "cpu" else 8192
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    mm = measure(lambda: a @ b, device, budget_s=budget)
-    # The fastest observed call is the honest ceiling (the median would
-    # understate the peak that a kernel can be held to).
-    best_copy = copy.q20_ms * 1e-3
-    best_mm = mm.q20_ms * 1e-3
-    return Ceilings(2 * n_bytes / best_copy, 2 * n**3 / best_mm)
 
 
 class OtherWork:
@@ -161,11 +164,71 @@ class QuietWait:
         return False
 
 
-def settle_cpu_allocator() -> None:
-    """Puts glibc's malloc where a long-running process has it. Fresh, its
-    dynamic mmap threshold is low, so each multi-MB tensor is mmapped and
-    page-faulted anew (and heaps above twice the threshold are trimmed), which
-    made the first CPU rows of a run up to 1.5x slower. Freeing one mmapped
-    31 MiB block raises the threshold to that size (glibc's cap is 32 MiB)."""
-    block = torch.empty(31 * 2**20, dtype=torch.uint8)
-    del block
+# glibc's mallopt parameters (malloc.h) with the values set here and the
+# defaults restored after.
+_STEADY = {-4: 0, -1: 2**31 - 1, 1: 0}  # M_MMAP_MAX, M_TRIM_THRESHOLD, M_MXFAST
+_DEFAULTS = {-4: 65536, -1: 128 * 1024, 1: 128}
+# glibc reads this one at start-up only (there is no mallopt for it).
+NO_TCACHE = "glibc.malloc.tcache_count=0"
+
+
+def _glibc() -> bool:
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
+def restart_without_tcache() -> None:
+    """Starts this script again with glibc's per-thread cache of small
+    blocks off (see steady_cpu_allocator); returns at once where it is off
+    already or the C library is not glibc."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if not _glibc() or NO_TCACHE in tunables:
+        return
+    env = {**os.environ, "GLIBC_TUNABLES": ":".join(filter(None, (tunables, NO_TCACHE)))}
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+@contextlib.contextmanager
+def steady_cpu_allocator(device: torch.device) -> Iterator[str | None]:
+    """Within the block, glibc's malloc (behind torch's CPU tensors) keeps
+    and reuses the memory it gets: no mmap of large blocks, no trimming of
+    the heap, no fastbins. Yields what the allocator did, for the results;
+    None off the CPU.
+
+    By default every tensor over 32 MiB (and, while the heap is trimmed,
+    smaller ones too) is a fresh mmap, page-faulted in on first touch at
+    every call: eager's forward+backward of the classifier at B=2, 64x64
+    faulted 77,000 pages (300 MB) per call, the extension 660 (measured on
+    the 2-core machine). Those faults cost eager tens of milliseconds a call,
+    and on a virtual machine their price depends on what the host did with
+    the pages before: the likeliest reason one row measured 314, 302 and
+    199 ms in one run. Kept in the heap, a freed block is reused only if
+    no small block pins its neighbourhood: glibc 2.36 cannot serve an
+    aligned request from a hole of exactly its size, and small freed blocks
+    held in the fastbins or the per-thread cache never merge with it, so
+    the heap kept growing by a tensor now and then. With both off
+    (restart_without_tcache, which run_kernels.py does when run as a
+    script), a call of the classifier faults nothing from its second call
+    on, as in a training process whose allocator caches (jemalloc,
+    tcmalloc, CUDA's), and the rows time the kernels."""
+    if device.type != "cpu":
+        yield None
+        return
+    if not _glibc():
+        yield "the system allocator (not glibc): fresh memory may be page-faulted in the timings"
+        return
+    libc = ctypes.CDLL("libc.so.6")
+    tcache = NO_TCACHE not in os.environ.get("GLIBC_TUNABLES", "")
+    try:
+        if not all([libc.mallopt(param, value) for param, value in _STEADY.items()]):
+            yield "glibc malloc as configured (mallopt refused): fresh memory is page-faulted"
+        elif tcache:
+            yield (
+                "glibc malloc without mmap, trimming or fastbins, tcache on: "
+                "a warm call may still page-fault now and then"
+            )
+        else:
+            yield "glibc malloc without mmap, trimming, fastbins or tcache: warm calls reuse memory"
+    finally:
+        for param, value in _DEFAULTS.items():
+            libc.mallopt(param, value)
+        libc.malloc_trim(0)

@@ -1,11 +1,13 @@
 """benchmarks/run_kernels.py in quick mode: it runs, its records are complete
-and consistent, --plot writes a PNG, bad arguments fail clearly; and the
-released formulation and the CPU peak-memory method it relies on are right.
-No timing is asserted."""
+and consistent (repeats included), --plot writes a PNG, bad arguments fail
+clearly; the named shapes and their work model; and the released
+formulation and the CPU peak-memory method it relies on are right. How the
+benchmark measures is tested in test_bench_method.py. No timing is asserted."""
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,8 @@ import kernel_cases  # noqa: E402
 import memory  # noqa: E402
 import providers  # noqa: E402
 import released  # noqa: E402
+import report  # noqa: E402
+import rows  # noqa: E402
 import run_kernels  # noqa: E402
 
 from condnet.ops import extension, reference  # noqa: E402
@@ -44,7 +48,21 @@ FIELDS = {
     "gbps": float,
     "tflops": float,
     "pct_roofline": float,
+    "over_roofline": bool,
+    "memory_ceiling_gbps": float,
+    "matmul_ceiling_tflops": float,
+    "memory_ceiling_source": str,
+    "matmul_ceiling_source": str,
+    "repeats": int,
+    "repeat_medians_ms": list,
+    "repeat_spread": float,
+    "unsteady": bool,
+    "page_faults_per_call": float,
     "peak_mem_bytes": (int, type(None)),
+    "cpu_model": (str, type(None)),
+    "cpu_features": list,
+    "cpu_allocator": str,
+    "threads": int,
     "torch_version": str,
     "triton_version": (str, type(None)),
     "commit": (str, type(None)),
@@ -57,8 +75,8 @@ HAS_EXTENSION = extension.has_kernel("class_pool", "cpu")
 def runs(tmp_path_factory):
     """Two quick CPU runs: every provider on the whole classifier's
     forward+backward at the quick ADE shape (compile only there: compiling is
-    the slow part), and every op's forward at the quick ADE shape and sweeps,
-    with markdown and plot."""
+    the slow part), and every op's forward at the quick ADE shapes, twice,
+    and the sweeps, once, with markdown and plot."""
     out = tmp_path_factory.mktemp("bench")
     common = ["--quick", "--device", "cpu", "--dtype", "float32"]
     ade = run_kernels.main(
@@ -68,7 +86,9 @@ def runs(tmp_path_factory):
         [
             *common,
             "--shapes",
-            "ade,sweep-k,sweep-n",
+            "ade,ade-b8,sweep-k,sweep-n",
+            "--repeat",
+            "2",
             "--mode",
             "fwd",
             "--providers",
@@ -111,6 +131,13 @@ def test_records_are_consistent(runs):
     assert all(r["max_rel_err_vs_eager"] is not None for r in sweeps if r["provider"] != "eager")
     assert all(rec["speedup_vs_compile"] is not None for rec in ade)
     assert all(rec["speedup_vs_compile"] is None for rec in sweeps)  # compile was not asked for
+    for rec in sweeps:  # the named shapes twice (--repeat 2), the sweeps once
+        n = 1 if rec["shape"] in kernel_cases.SWEEPS else 2
+        assert rec["repeats"] == len(rec["repeat_medians_ms"]) == n
+        assert rec["median_ms"] == statistics.median(rec["repeat_medians_ms"])
+        assert rec["unsteady"] == (rec["repeat_spread"] > rows.SPREAD_LIMIT)
+        assert rec["over_roofline"] == (rec["pct_roofline"] > rows.ROOFLINE_LIMIT)
+    assert {r["B"] for r in sweeps if r["shape"] == "ade-b8"} == {8}
 
 
 def _expected(op: str, names: set[str]) -> set[str]:
@@ -139,7 +166,11 @@ def test_providers_present_as_expected(runs):
 def test_markdown_and_plot_are_written(runs):
     out, _, _ = runs
     text = (out / "b.md").read_text()
-    assert text.startswith("Measured on ") and "threads, torch " in text and "commit " in text
+    assert text.startswith("Measured on CPU ") and "threads, torch " in text and "commit " in text
+    assert "Ceilings (the best of several measurements in this run):" in text
+    assert "- float32: memory " in text and " TFLOP/s (float32 " in text
+    assert "Rows measured 1 or 2 times, interleaved" in text
+    assert "**ade-b8** (B=8, C=32, K=150, 16x16), float32:" in text and "| spread |" in text
     assert "**sweep-k**, classifier fwd" in text and "| K | eager |" in text
     assert (out / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -152,7 +183,10 @@ def test_markdown_and_plot_are_written(runs):
         (["--mode", "bwd"], ["--mode", "fwd_bwd"]),
         (["--providers", "eager,cudnn"], ["--providers", "'cudnn'", "released"]),
         (["--dtype", "int8"], ["--dtype", "bfloat16"]),
-        (["--shapes", "adee"], ["--shapes", "'adee'", "cityscapes", "sweep-k"]),
+        (["--shapes", "adee"], ["--shapes", "'adee'", "ade-b8", "cityscapes", "sweep-k"]),
+        (["--repeat", "0"], ["--repeat", "at least 1"]),
+        (["--sweep-repeat", "0"], ["--sweep-repeat", "at least 1"]),
+        (["--sweep-providers", "eager,cudnn"], ["--sweep-providers", "'cudnn'"]),
         (["--shapes", "B=2,C=8,K=3,H=4"], ["--shapes", "lacks W"]),
         (["--shapes", "B=2,C=8,K=3,H=4,W=x"], ["--shapes", "not an integer"]),
         (["--shapes", "B=2,C=8,K=3,H=4,W=4,Q=1"], ["--shapes", "'Q'"]),
@@ -181,13 +215,62 @@ def test_bad_argument_from_the_command_line():
 def test_shape_specs():
     specs = kernel_cases.split_shape_specs("ade,B=2,C=512,K=150,H=64,W=64,B=1,C=8,K=3,H=4,W=5")
     assert specs == ["ade", "B=2,C=512,K=150,H=64,W=64", "B=1,C=8,K=3,H=4,W=5"]
-    explicit = kernel_cases.expand_shape(specs[1], "cpu", quick=True)  # kept as given
+    explicit = kernel_cases.expand_shape(specs[1], quick=True)  # kept as given
     assert explicit == [(specs[1], (2, 512, 150, 64, 64))]
-    assert kernel_cases.expand_shape("ade", "cpu", quick=False) == [("ade", (8, 512, 150, 64, 64))]
-    ks = [d[2] for _, d in kernel_cases.expand_shape("sweep-k", "cpu", quick=False)]
+    ks = [d[2] for _, d in kernel_cases.expand_shape("sweep-k", quick=False)]
     assert ks == [19, 59, 150, 256, 512, 1024]
-    ns = [d[3] * d[4] for _, d in kernel_cases.expand_shape("sweep-n", "cpu", quick=False)]
+    ns = [d[3] * d[4] for _, d in kernel_cases.expand_shape("sweep-n", quick=False)]
     assert ns == [32**2, 64**2, 128**2, 256**2]
+    # the sweeps vary one dimension of ade: B=2, C=512, K=150, 128x128
+    assert {d[:2] + d[3:] for _, d in kernel_cases.expand_shape("sweep-k", quick=False)} == {
+        (2, 512, 128, 128)
+    }
+    assert {d[:3] for _, d in kernel_cases.expand_shape("sweep-n", quick=False)} == {(2, 512, 150)}
+
+
+@pytest.mark.parametrize(
+    "name, full, quick",
+    [
+        ("ade", (2, 512, 150, 128, 128), (2, 32, 150, 16, 16)),
+        ("ade-b8", (8, 512, 150, 128, 128), (8, 32, 150, 16, 16)),
+        ("pc59", (4, 512, 59, 120, 120), (4, 32, 59, 16, 16)),
+        ("cityscapes", (2, 512, 19, 128, 256), (2, 32, 19, 16, 32)),
+    ],
+)
+def test_named_shapes_are_where_the_released_heads_run(name, full, quick):
+    """The stride-4 map of each dataset's crop at the released per-GPU batch
+    (ade-b8: one GPU's); --quick keeps B, K and the aspect ratio."""
+    assert kernel_cases.expand_shape(name, quick=False) == [(name, full)]
+    assert kernel_cases.expand_shape(name, quick=True) == [(name, quick)]
+
+
+def test_work_model_at_ade():
+    """The numbers benchmarks/NOTES.md quotes: ADE B=2, 128x128 as trained
+    (bf16 features, float32 projection): x 33.6 MB, forward ~245 MB, and
+    the float32 projection weight 158 MB; at B=8 x 134 MB, forward ~505 MB."""
+
+    def case(name, mode):
+        dims = kernel_cases.SHAPES[name]
+        cpu = torch.device("cpu")
+        return kernel_cases.Case("classifier", mode, dims, torch.bfloat16, cpu, name, amp=True)
+
+    fwd, _ = kernel_cases.work(case("ade", "fwd"))
+    assert fwd == pytest.approx(244.4e6, rel=1e-3)
+    fwd8, flops8 = kernel_cases.work(case("ade-b8", "fwd"))
+    assert fwd8 == pytest.approx(504.6e6, rel=1e-3)
+    assert flops8 == pytest.approx(4 * 3 * 5.03e9 + 2 * 8 * 150 * 513 * 512, rel=1e-3)
+    both, _ = kernel_cases.work(case("ade", "fwd_bwd"))
+    assert both == pytest.approx(699.6e6, rel=1e-3)
+
+
+def test_environment_names_the_machine(runs):
+    _, ade, _ = runs
+    rec = ade[0]
+    assert rec["cpu_model"] and rec["threads"] >= 1
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        assert rec["cpu_features"] == report.cpu_info(cpuinfo.read_text())[1]
+    assert rec["cpu_allocator"] and rec["page_faults_per_call"] >= 0
 
 
 def _classifier_inputs(dtype, bias=True):
