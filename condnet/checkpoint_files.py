@@ -27,6 +27,7 @@ import re
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -230,14 +231,17 @@ def _shown(keys) -> str:
     return f"{keys[:SHOWN_KEYS]}{more}"
 
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
 def load_tensors(
-    model: nn.Module,
+    model: ModuleT,
     state: Mapping[str, torch.Tensor],
     *,
     strict: bool = True,
     optional: Iterable[str] = (),
     target: str = "the model",
-) -> nn.Module:
+) -> ModuleT:
     """Loads ``state`` (keys as ``model.state_dict()`` names them) into ``model``.
 
     Model keys in ``optional``, and BatchNorm ``num_batches_tracked`` counters, may be

@@ -132,4 +132,4 @@ def dataset_meta(dataset) -> tuple[tuple[str, ...], list[tuple[int, int, int]]]:
         dataset = dataset.dataset  # torch.utils.data.Subset and similar wrappers
     if not hasattr(dataset, "classes"):
         raise TypeError(f"{type(dataset).__name__} has no class names (a condnet.data dataset)")
-    return tuple(dataset.classes), [tuple(int(c) for c in colour) for colour in dataset.palette]
+    return tuple(dataset.classes), [(int(r), int(g), int(b)) for r, g, b in dataset.palette]

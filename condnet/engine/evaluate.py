@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from condnet.data import SegDataset, collate_samples
-from condnet.models import InferenceConfig
+from condnet.models import InferenceConfig, Segmentor
 
 from .amp import AMP_DTYPES, autocast
 from .metrics import ConfusionMatrix
@@ -74,6 +75,14 @@ class _Progress:
         text = f"{self.label}: {self.done}/{self.total} images, {rate:.2f} img/s"
         end = "\n" if not self.tty or self.done >= self.total else ""
         print(("\r" if self.tty else "") + text, end=end, file=sys.stderr, flush=True)
+
+
+def _guide_logits(model: Segmentor, img: torch.Tensor) -> torch.Tensor:
+    """The guide logits of a CondNet model (``has_guidance`` was checked first)."""
+    _, guide = model.decode(img)
+    if guide is None:
+        raise ValueError("the model's decode head produced no guide logits (plain classifier)")
+    return guide
 
 
 def _stem(filename: object, index: int) -> str:
@@ -149,6 +158,11 @@ def evaluate(
         )
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
+    if not isinstance(model, Segmentor):
+        raise TypeError(
+            "model must be a condnet.models.Segmentor or a DistributedDataParallel of one; "
+            f"got {type(model).__name__}"
+        )
     model_classes = getattr(model, "num_classes", num_classes)
     if model_classes != num_classes:
         raise ValueError(
@@ -172,7 +186,9 @@ def evaluate(
     # drawing a seed from torch's global one, so evaluating mid-training leaves the
     # training RNG untouched; the loader gets its own generator for the same reason.
     indices = range(rank, len(dataset), world)
-    keys = [(i, 0) for i in indices] if isinstance(dataset, SegDataset) else list(indices)
+    keys: list[Any] = (  # Subset passes them through to the dataset
+        [(i, 0) for i in indices] if isinstance(dataset, SegDataset) else list(indices)
+    )
     loader = DataLoader(
         Subset(dataset, keys),
         batch_size=batch_size,
@@ -206,11 +222,12 @@ def evaluate(
                     picture = _original_image(sample["img"], sample, size)
                 if show_dir is not None:
                     save_image(
-                        overlay(picture, pred.cpu(), palette, opacity), show_dir / f"{stem}.png"
+                        overlay(picture, pred.cpu().numpy(), palette, opacity),
+                        show_dir / f"{stem}.png",
                     )
                 if guidance_dir is not None or guidance_accuracy:
                     with autocast(device.type, amp):
-                        _, guide = model.decode(img)
+                        guide = _guide_logits(model, img)
                 if guidance_accuracy:
                     small = F.interpolate(
                         gt[None, None].float(), size=guide.shape[-2:], mode="nearest"

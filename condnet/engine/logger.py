@@ -23,9 +23,12 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import torch
+
+if TYPE_CHECKING:  # tensorboard is optional: imported where it is used
+    from torch.utils.tensorboard import SummaryWriter
 
 
 def format_duration(seconds: float) -> str:
@@ -66,7 +69,10 @@ class RunLogger:
         self.stream = stream if stream is not None else sys.stdout
         self.progress_stream = progress_stream if progress_stream is not None else sys.stderr
         self._bar_drawn = False
-        self._text = self._json = self._tb = None
+        # Open on rank 0 only: the methods check the handle they write to.
+        self._text: TextIO | None = None
+        self._json: TextIO | None = None
+        self._tb: SummaryWriter | None = None
         if not enabled:
             return
         self.work_dir = Path(work_dir)
@@ -79,13 +85,13 @@ class RunLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional
-            SummaryWriter = None
-        if SummaryWriter is not None:
+            pass
+        else:
             self._tb = SummaryWriter(str(self.work_dir / "tf_logs"))
 
     def info(self, message: str) -> None:
         """A line of text for stdout and the log file."""
-        if not self.enabled:
+        if self._text is None:
             return
         self._clear_bar()
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
@@ -95,7 +101,7 @@ class RunLogger:
 
     def record(self, mode: str, iteration: int, values: dict[str, float]) -> None:
         """One JSON line (and TensorBoard scalars) for iteration ``iteration``."""
-        if not self.enabled:
+        if self._json is None:
             return
         entry = {"mode": mode, "iter": iteration, **values}
         self._json.write(json.dumps(entry) + "\n")

@@ -16,7 +16,10 @@ def capture_rng_state() -> dict:
     CPU generator and every CUDA device's generator, as tensors, ints, floats,
     strings, lists and dicts only (loadable with ``weights_only=True``)."""
     version, internal, gauss_next = random.getstate()
-    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    numpy_state = np.random.get_state(legacy=True)
+    if not isinstance(numpy_state, tuple):  # legacy=True: the MT19937 tuple, never a dict
+        raise TypeError(f"NumPy's legacy RNG state is not a tuple: {type(numpy_state).__name__}")
+    kind, keys, pos, has_gauss, cached_gaussian = numpy_state
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     return {
         "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},

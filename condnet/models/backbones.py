@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import timm
 import torch
 import torch.nn.functional as F
-from timm.models.swin_transformer import window_partition, window_reverse
+from timm.models.swin_transformer import SwinTransformerBlock, window_partition, window_reverse
 from torch import nn
 
 from .backbone_weights import load_backbone_weights
@@ -40,7 +41,9 @@ _LOCAL_HINT = (
 )
 
 
-def _create_timm(variant: str, pretrained: bool, **kwargs) -> nn.Module:
+# Any: the parts taken from timm's networks (conv1, layers, feature_info, ...) are
+# attributes that nn.Module's typing does not know.
+def _create_timm(variant: str, pretrained: bool, **kwargs) -> Any:
     if not pretrained:
         return timm.create_model(variant, pretrained=False, **kwargs)
     try:
@@ -53,7 +56,7 @@ def _create_timm(variant: str, pretrained: bool, **kwargs) -> nn.Module:
         ) from exc
 
 
-def _check_pretrained(pretrained: object, device: object) -> None:
+def _check_pretrained(pretrained: object, device: str | torch.device | None) -> None:
     if not isinstance(pretrained, (bool, str, os.PathLike, Mapping)):
         raise TypeError(
             "pretrained must be False, True, a checkpoint path or a state dict; "
@@ -134,7 +137,7 @@ class ResNetV1c(nn.Module):
         return feats
 
 
-def _window_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _window_attention(block: SwinTransformerBlock, x: torch.Tensor) -> torch.Tensor:
     """(Shifted) window attention of a timm Swin block, in mmseg's order.
 
     mmseg pads the map to a multiple of the window and then shifts it; timm
@@ -215,7 +218,7 @@ class SwinBackbone(nn.Module):
         return feats
 
 
-def build_backbone(name: str, pretrained=False, **kwargs) -> nn.Module:
+def build_backbone(name: str, pretrained=False, **kwargs) -> ResNetV1c | SwinBackbone:
     """Builds a backbone by name.
 
     Args:

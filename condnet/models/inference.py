@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .inference_config import InferenceConfig, size_pair
+from .inference_config import InferenceConfig, scale_factors, size_pair
 
 __all__ = ["ADE20K_TTA_SCALES", "aug_inference", "slide_inference", "whole_inference"]
 
@@ -41,7 +41,8 @@ def _check_img(img: object) -> torch.Tensor:
 
 
 def _out_size(out_size: object, img: torch.Tensor) -> Size:
-    return tuple(img.shape[-2:]) if out_size is None else size_pair(out_size, "out_size")
+    size = size_pair(out_size, "out_size")
+    return (img.shape[-2], img.shape[-1]) if size is None else size
 
 
 def _run(forward_fn: ForwardFn, img: torch.Tensor, num_classes: int | None) -> torch.Tensor:
@@ -95,8 +96,8 @@ def slide_inference(
     forward_fn: ForwardFn,
     img: torch.Tensor,
     num_classes: int,
-    crop_size: int | Size,
-    stride: int | Size,
+    crop_size: int | Size | None,
+    stride: int | Size | None,
     out_size: int | Size | None = None,
 ) -> torch.Tensor:
     """Sliding-window inference, as mmseg's ``slide`` test mode.
@@ -122,7 +123,11 @@ def slide_inference(
     """
     img = _check_img(img)
     num_classes = _check_num_classes(num_classes)
-    window = InferenceConfig("slide", crop_size, stride)  # checks the window
+    # Checks the window: None for either is an error in "slide" mode.
+    window = InferenceConfig(
+        "slide", size_pair(crop_size, "crop_size"), size_pair(stride, "stride")
+    )
+    assert window.crop_size is not None and window.stride is not None
     (crop_h, crop_w), (stride_h, stride_w) = window.crop_size, window.stride
     size = _out_size(out_size, img)
     B, _, H, W = img.shape
@@ -144,6 +149,7 @@ def slide_inference(
                 total = logits.new_zeros((B, num_classes, H, W), dtype=dtype)
             total[:, :, y1:y2, x1:x2] += logits
             count[y1:y2, x1:x2] += 1
+    assert total is not None  # rows, cols >= 1: at least one window ran
     return _resize(total / count.to(total.dtype), size)
 
 
@@ -151,7 +157,7 @@ def aug_inference(
     forward_fn: ForwardFn,
     img: torch.Tensor,
     num_classes: int,
-    scales: Sequence[float] = (1.0,),
+    scales: float | Sequence[float] = (1.0,),
     flip: bool = False,
     mode: str = "whole",
     crop_size: int | Size | None = None,
@@ -183,7 +189,9 @@ def aug_inference(
     """
     img = _check_img(img)
     num_classes = _check_num_classes(num_classes)
-    settings = InferenceConfig(mode, crop_size, stride, scales, flip)  # checks them all
+    crop, step = size_pair(crop_size, "crop_size"), size_pair(stride, "stride")
+    factors = scale_factors(scales, "scales")
+    settings = InferenceConfig(mode, crop, step, factors, flip)  # checks them all
     if output not in ("logits", "probs"):
         raise ValueError(f"output must be 'logits' or 'probs'; got {output!r}")
     size = _out_size(out_size, img)
@@ -201,11 +209,12 @@ def aug_inference(
             else:
                 # Resized to the scaled image first, then to out_size, as mmseg
                 # does (two bilinear steps differ slightly from one).
-                out = _resize(_run(forward_fn, view, num_classes), view.shape[-2:])
+                out = _resize(_run(forward_fn, view, num_classes), (view.shape[-2], view.shape[-1]))
             out = _resize(out.flip(-1) if flipped else out, size)
             out = out.to(torch.promote_types(out.dtype, torch.float32))
             if output == "probs":
                 out = out.softmax(dim=1)
             total = out if total is None else total + out
             runs += 1
+    assert total is not None  # settings.scales is never empty
     return total / runs

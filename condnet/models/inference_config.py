@@ -15,7 +15,7 @@ periodic evaluation and ``tools/test.py`` all resolve their settings with it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 
 INFERENCE_MODES = ("whole", "slide")
@@ -36,10 +36,12 @@ def size_pair(value: object, key: str) -> tuple[int, int] | None:
 def _mode(value: object, key: str) -> str:
     if isinstance(value, bool) or value not in INFERENCE_MODES:
         raise ValueError(f"{key} must be one of {INFERENCE_MODES}; got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
-def _scales(value: object, key: str) -> tuple[float, ...]:
+def scale_factors(value: object, key: str) -> tuple[float, ...]:
+    """A positive number or a non-empty sequence of them as a tuple of floats; errors
+    name ``key``."""
     scales = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     if not scales or not all(
         isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in scales
@@ -54,8 +56,13 @@ def _flip(value: object, key: str) -> bool:
     return value
 
 
-_CHECKS = {"mode": _mode, "crop_size": size_pair, "stride": size_pair}
-_CHECKS |= {"scales": _scales, "flip": _flip}
+_CHECKS: dict[str, Callable[[object, str], object]] = {
+    "mode": _mode,
+    "crop_size": size_pair,
+    "stride": size_pair,
+    "scales": scale_factors,
+    "flip": _flip,
+}
 
 
 def check_inference_fields(
@@ -65,7 +72,7 @@ def check_inference_fields(
     alone (pairs and tuples made of lists, ints made pairs); the errors name each
     field by ``keys[field]`` (default: its own name)."""
     keys = keys or {}
-    out = {}
+    out: dict[str, object] = {}
     for name, value in values.items():
         if name not in _CHECKS:
             raise ValueError(f"unknown inference setting {name!r}; valid: {', '.join(_CHECKS)}")
@@ -74,7 +81,7 @@ def check_inference_fields(
     return out
 
 
-def check_window(mode: str, crop_size, stride, keys: Mapping[str, str] | None = None) -> None:
+def check_window(mode: object, crop_size, stride, keys: Mapping[str, str] | None = None) -> None:
     """The rules between the fields: ``"slide"`` needs a ``crop_size`` and a ``stride``,
     and a stride larger than the crop would skip pixels."""
     keys = {name: (keys or {}).get(name, name) for name in ("mode", "crop_size", "stride")}

@@ -175,7 +175,7 @@ class CondNetLoss(nn.Module):
                 guide_logits, label, ignore, self.dice_smooth, 2, self.dice_ignore_mode
             )
             out["loss_guidance"] = self.guidance_weight * dice
-            small_label = resize_label(label, guide_logits.shape[-2:])
+            small_label = resize_label(label, (guide_logits.shape[-2], guide_logits.shape[-1]))
             out["acc_guidance"] = _accuracy(guide_logits, small_label, ignore)
         if aux_logits is not None and self.aux_weight > 0:
             out["loss_aux"] = self.aux_weight * _cross_entropy(aux_logits, label, ignore)

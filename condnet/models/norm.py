@@ -27,7 +27,7 @@ def sync_bn_available() -> bool:
     return dist.get_world_size() > 1 and dist.get_backend() != "gloo"
 
 
-def norm2d(num_features: int) -> nn.Module:
+def norm2d(num_features: int) -> nn.BatchNorm2d | nn.SyncBatchNorm:
     """A BatchNorm layer for (B, C, H, W) maps: ``nn.SyncBatchNorm`` when
     :func:`sync_bn_available`, ``nn.BatchNorm2d`` otherwise.
 

@@ -95,6 +95,7 @@ def infer_model_name(state: Mapping[str, torch.Tensor]) -> str:
     """The :func:`~condnet.models.list_models` name a released checkpoint
     (mmseg keys, or already converted ones) belongs to."""
     state = convert_released(state)  # a no-op on keys that are already converted
+    backbone: str | None
     if any(k.startswith(("backbone.layers.", "backbone.patch_embed.")) for k in state):
         backbone = "swin_base_w12"
     else:

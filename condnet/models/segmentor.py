@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -14,6 +15,9 @@ from . import inference
 from .heads.layers import resize
 from .inference_config import InferenceConfig, resolve_inference
 from .losses import CondNetLoss
+
+if TYPE_CHECKING:  # zoo builds Segmentors: imported for the annotation only
+    from .zoo import ModelConfig
 
 OUTPUTS = ("logits", "probs")
 
@@ -75,6 +79,8 @@ class Segmentor(nn.Module):
         self.decode_head = decode_head
         self.auxiliary_head = auxiliary_head
         self.criterion = loss if loss is not None else CondNetLoss()
+        # What build_model built it from (condnet.models.ModelConfig); None otherwise.
+        self.config: ModelConfig | None = None
 
     @staticmethod
     def _check_img(img: torch.Tensor) -> None:

@@ -96,7 +96,7 @@ def conditional_twin(plain: Segmentor, *, layout: str | None = None) -> Segmento
         raise ValueError(f"plain has classifier={config.classifier!r}; expected 'plain'")
     layout = config.layout if layout is None else layout
     state = conditional_twin_state_dict(plain.state_dict(), layout=layout)
-    weight = plain.decode_head.classifier.conv_seg.weight
+    weight = plain.get_parameter("decode_head.classifier.conv_seg.weight")
     twin = build_model(dataclasses.replace(config, classifier="conditional", layout=layout))
     twin = twin.to(device=weight.device, dtype=weight.dtype)
     twin.load_state_dict(state, strict=True)

@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from condnet.ops.layouts import check_layout
 
@@ -128,12 +129,16 @@ def _model_config(values: dict) -> ModelConfig:
 
 
 def _released() -> dict[str, ModelConfig]:
-    ade = dict(num_classes=150)
-    context = dict(num_classes=59)
-    context_test = dict(test_mode="slide", test_crop_size=(480, 480), test_stride=(320, 320))
-    city = dict(num_classes=19)
-    r50, r101 = dict(backbone="resnet50_v1c"), dict(backbone="resnet101_v1c")
-    deeplab = dict(head="sep_aspp")
+    # Groups of ModelConfig fields, combined per model (Any: the fields' types differ).
+    ade: dict[str, Any] = dict(num_classes=150)
+    context: dict[str, Any] = dict(num_classes=59)
+    context_test: dict[str, Any] = dict(
+        test_mode="slide", test_crop_size=(480, 480), test_stride=(320, 320)
+    )
+    city: dict[str, Any] = dict(num_classes=19)
+    r50: dict[str, Any] = dict(backbone="resnet50_v1c")
+    r101: dict[str, Any] = dict(backbone="resnet101_v1c")
+    deeplab: dict[str, Any] = dict(head="sep_aspp")
     conditional = {
         "condnet_r50-d8_ade20k": ModelConfig(**r50, **deeplab, **ade),
         "condnet_r101-d8_ade20k": ModelConfig(
@@ -183,8 +188,9 @@ def get_config(name: str) -> ModelConfig:
     return MODEL_CONFIGS[name]
 
 
-def _build_head(config: ModelConfig, channels: Sequence[int]):
-    common = dict(
+def _build_head(config: ModelConfig, channels: Sequence[int]) -> SepASPPHead | ASPPHead | UPerHead:
+    # The arguments every head takes (Any: their types differ).
+    common: dict[str, Any] = dict(
         channels=config.channels,
         classifier=config.classifier,
         layout=config.layout,

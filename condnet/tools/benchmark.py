@@ -3,7 +3,7 @@
 
 Examples::
 
-    python tools/benchmark.py configs/condnet/condnet_r50-d8_512x512_160k_ade20k.py
+    condnet-benchmark condnet_r50-d8_512x512_160k_ade20k
     python tools/benchmark.py CONFIG --device cuda --amp bf16 --channels-last --json bench.json
     python tools/benchmark.py CONFIG --backend reference --mode predict --shape 512 2048
 
@@ -37,12 +37,14 @@ from ..engine import dist
 from ..engine.amp import AMP_DTYPES, autocast
 from ..nn import ConditionalClassifier, set_backend
 from ..ops import BACKENDS
-from ..ops.backend import requested_backend
+from ..ops.registry import requested_backend
 from .cli_common import (
+    CONFIG_HELP,
     add_config_arguments,
     add_device_argument,
     check_output_path,
     command_name,
+    config_file,
     input_shape,
     load_model_config,
     positive_int,
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=command_name("benchmark"),
         description="Inference speed (images/s) of a config's model on random input.",
     )
-    parser.add_argument("config", help="config file (configs/...)")
+    parser.add_argument("config", type=config_file, help=CONFIG_HELP)
     parser.add_argument(
         "checkpoint", nargs="?", help="weights to load (default: random initialisation)"
     )

@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _build(parser, args) -> tuple[torch.nn.Module, tuple[int, int]]:
+def _build(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[torch.nn.Module, tuple[int, int]]:
     """The network TARGET names and the input (h, w) to count it at."""
     # The model stack loads after the arguments are parsed, so that --help stays fast.
     from .. import models

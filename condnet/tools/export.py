@@ -166,7 +166,6 @@ def _first_line(err: BaseException, limit: int = 400) -> str:
 def _export_onnx(
     model: torch.nn.Module, example: torch.Tensor, path: Path, args: argparse.Namespace
 ) -> None:
-    names = dict(input_names=["img"], output_names=["logits"])
     if args.onnx_exporter == "legacy":
         axes = {0: "batch", 2: "height", 3: "width"}
         try:
@@ -179,7 +178,8 @@ def _export_onnx(
                     opset_version=args.opset,
                     dynamic_axes=None if args.static_shape else {"img": axes, "logits": axes},
                     do_constant_folding=True,
-                    **names,
+                    input_names=["img"],
+                    output_names=["logits"],
                 )
         except Exception as exc:  # the exporter raises many types (symbolic, shape, ...)
             raise RuntimeError(
@@ -201,10 +201,13 @@ def _export_onnx(
                 opset_version=args.opset,
                 dynamic_shapes=dynamic,
                 verbose=False,
-                **names,
+                input_names=["img"],
+                output_names=["logits"],
             )
     except Exception as exc:  # torch.export's errors have many types
         raise RuntimeError(f"the dynamo ONNX exporter failed: {_first_line(exc)}") from exc
+    if program is None:  # torch.onnx.export returns the program only with dynamo=True
+        raise RuntimeError("the dynamo ONNX exporter returned no program")
     program.save(str(path))
 
 

@@ -215,6 +215,7 @@ def _merge_options(tree: dict, options: Iterable[str] | Mapping | None) -> dict:
         raise TypeError(f"options must be a list of 'key=value' strings; got {options!r}")
     options = () if options is None else options
     # One option at a time, so that an unknown key's error names the option it came from.
+    singles: list[tuple[Iterable[str] | Mapping[str, object], str]]
     if isinstance(options, Mapping):
         singles = [({key: value}, key) for key, value in options.items()]
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .checks import unknown_key
 
@@ -29,6 +29,9 @@ class Section:
     """Base of the section dataclasses; ``KEY`` is the section's name in the config."""
 
     KEY: ClassVar[str]
+    # Every subclass is a dataclass: this declares it to the type checker
+    # (dataclasses.fields takes the class).
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

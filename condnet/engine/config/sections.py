@@ -239,7 +239,11 @@ class EvaluationConfig(Section):
         """The settings this section lays over the model's ``test_cfg`` (for
         :func:`condnet.models.resolve_inference`): the mode and window, and with
         ``aug_test`` (``tools/test.py --aug-test``) the scales and flip."""
-        layer = {"mode": self.mode, "crop_size": self.crop_size, "stride": self.stride}
+        layer: dict[str, object] = {
+            "mode": self.mode,
+            "crop_size": self.crop_size,
+            "stride": self.stride,
+        }
         if aug_test:
             layer.update(scales=self.aug_scales, flip=self.flip)
         return layer

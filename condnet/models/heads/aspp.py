@@ -66,7 +66,7 @@ class ASPPHead(nn.Module):
         self.image_pool = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), ConvBNReLU(in_channels, channels, 1)
         )
-        branches = []
+        branches: list[nn.Module] = []
         for d in dilations:
             if d == 1:
                 branches.append(ConvBNReLU(in_channels, channels, 1))

@@ -31,6 +31,7 @@ class PlainClassifier(nn.Module):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else None
         self.conv_seg = nn.Conv2d(in_channels, num_classes, 1)
         nn.init.normal_(self.conv_seg.weight, std=0.01)
+        assert self.conv_seg.bias is not None  # Conv2d's default bias=True
         nn.init.zeros_(self.conv_seg.bias)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
