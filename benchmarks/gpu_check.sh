@@ -6,8 +6,9 @@
 # Builds the extension in place, records the environment and the kernels'
 # register/shared-memory use, runs the gpu tests of the CUDA and Triton
 # kernels, compute-sanitizer (memcheck, racecheck, synccheck, initcheck) over
-# benchmarks/sanitize_case.py, and the kernel benchmark at the datasets'
-# shapes (benchmarks/kernel_cases.py). A failing step does not stop the later
+# benchmarks/sanitize_case.py, and the kernel benchmark at the shapes the
+# released heads run (ade, ade-b8, pc59, cityscapes in
+# benchmarks/kernel_cases.py). A failing step does not stop the later
 # ones; each step's exit code and seconds go to $OUT/steps.txt as it finishes.
 # At most 8 files land in $OUT (the device tool brings back no more):
 #   steps.txt  build.log  env.txt (machine, versions, build_info, resource usage)
@@ -21,7 +22,8 @@
 #   GPU_CHECK_SKIP_BENCH=1
 #   GPU_CHECK_SANITIZER_TOOLS default "memcheck racecheck synccheck initcheck"
 #   GPU_CHECK_TEST_ARGS       extra pytest arguments, e.g. "-k 'not slow'"
-#   GPU_CHECK_BENCH_ARGS      extra run_kernels.py arguments, e.g. "--budget 0.3"
+#   GPU_CHECK_BENCH_ARGS      extra run_kernels.py arguments, e.g. "--budget 0.5" or
+#                             "--dtype amp-bfloat16,bfloat16,float32"
 #   GPU_CHECK_COMMIT          the commit measured, where the tree has no .git
 #   CUDA_HOME                 default /usr/local/cuda
 #   PYTHON                    default python3
@@ -118,13 +120,17 @@ sanitize() {
 
 bench() {
     # amp-bfloat16 is training as users run it (bf16 features, float32
-    # parameters under autocast); pure bfloat16 and float32 beside it.
-    # GPU_CHECK_BENCH_ARGS comes last: a --dtype there replaces this one, a
-    # --shapes there adds shapes (e.g. "--shapes pc59,cityscapes").
+    # parameters under autocast), at the four named shapes, every op and
+    # mode, each row twice (interleaved). A GPU row takes milliseconds, so
+    # 0.2 s of timed calls per row is plenty; compiling is most of the time.
+    # GPU_CHECK_BENCH_ARGS comes last: a --dtype there replaces this one
+    # (pure bfloat16 and float32 beside amp), a --shapes there adds shapes
+    # (e.g. "--shapes sweep-k,sweep-n").
     # shellcheck disable=SC2086  # GPU_CHECK_BENCH_ARGS is a list of words
-    "$PYTHON" benchmarks/run_kernels.py --device cuda --dtype amp-bfloat16,bfloat16,float32 \
-        --shapes ade --json "$OUT/gpu_kernels.json" \
-        --markdown "$OUT/gpu_kernels.md" ${GPU_CHECK_BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
+    "$PYTHON" benchmarks/run_kernels.py --device cuda --dtype amp-bfloat16 \
+        --shapes ade,ade-b8,pc59,cityscapes --repeat 2 --budget 0.2 \
+        --json "$OUT/gpu_kernels.json" --markdown "$OUT/gpu_kernels.md" \
+        ${GPU_CHECK_BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
 }
 
 if [ "${GPU_CHECK_SKIP_BUILD:-0}" = 1 ]; then skipped build; else step build build; fi

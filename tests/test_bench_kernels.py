@@ -273,6 +273,15 @@ def test_environment_names_the_machine(runs):
     assert rec["cpu_allocator"] and rec["page_faults_per_call"] >= 0
 
 
+def test_notes_hold_the_work_model_table():
+    """benchmarks/NOTES.md's roofline table is what kernel_cases.work gives
+    at the named shapes (python benchmarks/roofline_table.py prints it)."""
+    import roofline_table
+
+    assert roofline_table.table() in (BENCH / "NOTES.md").read_text()
+    assert {row[0] for row in roofline_table.rows()} == set(kernel_cases.SHAPES)
+
+
 def _classifier_inputs(dtype, bias=True):
     gen = torch.Generator().manual_seed(3)
     B, C, K, H, W = 2, 8, 5, 4, 6
