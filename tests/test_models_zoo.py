@@ -75,7 +75,7 @@ def test_names_and_plain_twins():
     ],
 )
 def test_released_settings(name, backbone, head, K, test):
-    # The training crops are the data configs' (configs/_base_/datasets, test_configs.py).
+    # The training crops are the data configs' (condnet/configs/_base_/datasets, test_configs.py).
     c = get_config(name)
     assert (c.backbone, c.head, c.num_classes) == (backbone, head, K)
     assert (c.test_mode, c.test_crop_size, c.test_stride)[: len(test)] == test
