@@ -116,7 +116,12 @@ class OtherWork:
     """How busy the machine's CPUs were with other processes' work while a
     row ran, as a fraction of all cores (Linux; None elsewhere). CPU timings
     taken beside other work are not worth much: two OpenMP threads that must
-    meet at every barrier lose a scheduler slice whenever one is preempted."""
+    meet at every barrier lose a scheduler slice whenever one is preempted.
+    On the 2-core machine, with another process on one core (other work
+    ~50%), every parallel region waited ~16 ms: dynamic_classify's 0.05 ms
+    forward took 16 ms and the classifier's 0.28 ms one (four regions) 64 ms,
+    in every timed call, while the same rows measured quiet a minute later
+    were back at 0.05 and 0.28 ms; hence the re-measuring once quiet."""
 
     def __init__(self) -> None:
         self._start = self._sample()
