@@ -6,6 +6,7 @@ import torch
 
 from condnet.models import (
     build_model,
+    check_warm_start,
     conditional_twin,
     conditional_twin_state_dict,
     list_models,
@@ -83,3 +84,16 @@ def test_errors():
         conditional_twin(build_model("condnet_r50-d8_ade20k", **SMALL))
     with pytest.raises(TypeError, match="Segmentor made by build_model"):
         conditional_twin(torch.nn.Conv2d(1, 1, 1))
+
+
+def test_check_warm_start_passes_the_twin_and_catches_a_broken_one():
+    plain = trained_plain().float()
+    twin = conditional_twin(plain)
+    assert check_warm_start(plain, twin, (32, 32)) < 1e-9
+    # The models are checked on float64 copies and left as they were.
+    assert plain.decode_head.classifier.conv_seg.weight.dtype == torch.float32
+    with torch.no_grad():
+        twin.decode_head.classifier.guidance_project.bias.add_(1.0)  # guidance moves nothing
+        twin.decode_head.classifier.filter_project.bias[-1:].add_(0.5)  # a class's bias moves
+    with pytest.raises(ValueError, match="logits differ from the plain model's by 0.5"):
+        check_warm_start(plain, twin, (32, 32))

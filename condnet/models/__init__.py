@@ -17,7 +17,13 @@ from .inference_config import InferenceConfig, check_inference_fields, resolve_i
 from .losses import CondNetLoss
 from .released import convert_released, infer_model_name, load_released, read_released
 from .segmentor import Segmentor
-from .twin import conditional_twin, conditional_twin_state_dict, twin_name
+from .twin import (
+    WARM_START_TOLERANCE,
+    check_warm_start,
+    conditional_twin,
+    conditional_twin_state_dict,
+    twin_name,
+)
 from .zoo import MODEL_CONFIGS, PLAIN_SUFFIX, ModelConfig, build_model, get_config, list_models
 
 __all__ = [
@@ -25,6 +31,7 @@ __all__ = [
     "BACKBONES",
     "MODEL_CONFIGS",
     "PLAIN_SUFFIX",
+    "WARM_START_TOLERANCE",
     "ASPPHead",
     "CondNetLoss",
     "FCNHead",
@@ -37,6 +44,7 @@ __all__ = [
     "build_backbone",
     "build_model",
     "check_inference_fields",
+    "check_warm_start",
     "conditional_twin",
     "conditional_twin_state_dict",
     "convert_released",

@@ -11,6 +11,7 @@ fine-tunes it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping
 
@@ -22,11 +23,23 @@ from condnet.ops.layouts import check_layout
 from .segmentor import Segmentor
 from .zoo import PLAIN_SUFFIX, build_model, get_config
 
-__all__ = ["PLAIN_CLASSIFIER", "conditional_twin", "conditional_twin_state_dict", "twin_name"]
+__all__ = [
+    "PLAIN_CLASSIFIER",
+    "WARM_START_TOLERANCE",
+    "check_warm_start",
+    "conditional_twin",
+    "conditional_twin_state_dict",
+    "twin_name",
+]
 
 #: Prefix of the plain decode-head classifier's parameters in a zoo state dict.
 PLAIN_CLASSIFIER = "decode_head.classifier.conv_seg."
 _CONDITIONAL = "decode_head.classifier."
+
+#: Largest |logit difference| between a plain model and its twin, as a fraction
+#: of the largest |logit|, before the conversion counts as broken (float64: the
+#: two compute the same sums in different orders).
+WARM_START_TOLERANCE = 1e-9
 
 
 def twin_name(plain_name: str) -> str:
@@ -101,3 +114,29 @@ def conditional_twin(plain: Segmentor, *, layout: str | None = None) -> Segmento
     twin = twin.to(device=weight.device, dtype=weight.dtype)
     twin.load_state_dict(state, strict=True)
     return twin.train(plain.training)
+
+
+def check_warm_start(
+    plain: torch.nn.Module, twin: torch.nn.Module, image_size: tuple[int, int] = (64, 64)
+) -> float:
+    """The largest |logit difference| of ``plain`` and its warm-started ``twin``
+    on one random image, computed in float64 on copies of both (the models
+    themselves are left as they are).
+
+    Raises:
+        ValueError: the difference exceeds :data:`WARM_START_TOLERANCE` times
+            the largest |logit| (at least 1): the twin would not start from the
+            plain model's predictions.
+    """
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, *image_size, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        a = copy.deepcopy(plain).cpu().double().eval()(x)
+        b = copy.deepcopy(twin).cpu().double().eval()(x)
+    diff, scale = (a - b).abs().max().item(), a.abs().max().item()
+    if not diff <= WARM_START_TOLERANCE * max(scale, 1.0):
+        raise ValueError(
+            f"the converted model's logits differ from the plain model's by {diff:.3g} "
+            f"(largest logit {scale:.3g})"
+        )
+    return diff

@@ -30,10 +30,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-import torch
-
 from ..checkpoint_files import load_tensors, read_state_dict, save_atomic
-from ..models import MODEL_CONFIGS, ModelConfig, build_model, conditional_twin_state_dict
+from ..models import (
+    MODEL_CONFIGS,
+    ModelConfig,
+    build_model,
+    check_warm_start,
+    conditional_twin_state_dict,
+)
 from ..nn import LAYOUTS
 from .cli_common import (
     CONFIG_HELP,
@@ -43,11 +47,6 @@ from .cli_common import (
     config_file,
     load_config_or_exit,
 )
-
-# Largest |logit difference| between the plain model and its twin, as a fraction
-# of the largest |logit|, before the conversion counts as broken (float64: the
-# two compute the same sums in different orders).
-TOLERANCE = 1e-9
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,15 +100,6 @@ def twin_configs(parser, args) -> tuple[ModelConfig, ModelConfig]:
     return dataclasses.replace(config, classifier="plain"), conditional
 
 
-def largest_difference(plain: torch.nn.Module, twin: torch.nn.Module, shape) -> tuple[float, float]:
-    """(max |logit difference|, max |logit|) of the two models on one random image."""
-    x = torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    with torch.no_grad():
-        a = plain.double().eval()(x)
-        b = twin.double().eval()(x)
-    return (a - b).abs().max().item(), a.abs().max().item()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -126,13 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    diff, scale = largest_difference(plain, twin, args.shape)
-    if not diff <= TOLERANCE * max(scale, 1.0):
-        print(
-            f"error: the converted model's logits differ from the plain model's by {diff:.3g} "
-            f"(largest logit {scale:.3g}); nothing written",
-            file=sys.stderr,
-        )
+    try:
+        diff = check_warm_start(plain, twin, tuple(args.shape))
+    except ValueError as exc:
+        print(f"error: {exc}; nothing written", file=sys.stderr)
         return 1
     meta = {
         "converted_from": os.path.abspath(args.input),
