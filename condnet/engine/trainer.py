@@ -27,18 +27,21 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
 from ..checkpoint_files import load_checkpoint
 from ..diagnostics import GuidanceGradients
-from ..models import resolve_inference
+from ..models import Segmentor, resolve_inference
 from . import dist
 from .amp import autocast
 from .builders import build_dataset, build_model, build_train_loader, dataset_meta
@@ -59,7 +62,7 @@ class _TrainStep(nn.Module):
     """``forward(img, label)`` = ``model.forward_train``: DDP synchronises the
     gradients of what runs inside ``forward``, so training must go through it."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: Segmentor) -> None:
         super().__init__()
         self.model = model
 
@@ -72,7 +75,7 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
 
     def __enter__(self) -> _StopFlag:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -157,10 +160,10 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.optimizer)
         self.scheduler = IterLRScheduler(self.optimizer, cfg.lr_config, self.max_iters)
         self.scaler = torch.amp.GradScaler(self.device.type) if runner.amp == "fp16" else None
-        step = _TrainStep(self.model)
+        step: _TrainStep | DistributedDataParallel = _TrainStep(self.model)
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            step = nn.parallel.DistributedDataParallel(step, device_ids=ids)
+            step = DistributedDataParallel(step, device_ids=ids)
         self.step_module = step
         self.checkpoints = CheckpointManager(self.work_dir, max_keep=cfg.checkpoint.max_keep)
         self.guidance_gradients = GuidanceGradients(self.model, self.world_size)
@@ -270,7 +273,12 @@ class Trainer:
             if self.cfg.runner.channels_last:
                 img = img.contiguous(memory_format=torch.channels_last)
             last = micro == self.accumulate - 1
-            sync = model.no_sync() if self.world_size > 1 and not last else nullcontext()
+            # Several processes (DDP) sync the gradients at the last micro-batch only.
+            sync = (
+                model.no_sync()
+                if isinstance(model, DistributedDataParallel) and not last
+                else nullcontext()
+            )
             with sync:
                 with autocast(self.device.type, self.cfg.runner.amp):
                     losses = model(img, label)

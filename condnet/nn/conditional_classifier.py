@@ -97,9 +97,11 @@ class ConditionalClassifier(nn.Module):
     def reset_parameters(self) -> None:
         C, K = self.in_channels, self.num_classes
         nn.init.kaiming_normal_(self.guidance_project.weight, mode="fan_out", nonlinearity="relu")
+        assert self.guidance_project.bias is not None  # built with a bias
         nn.init.zeros_(self.guidance_project.bias)
         if self.layout == "grouped_conv":
             nn.init.kaiming_normal_(self.filter_project.weight, mode="fan_out", nonlinearity="relu")
+            assert self.filter_project.bias is not None  # built with a bias
             nn.init.zeros_(self.filter_project.bias)
         else:
             # The grouped conv's fan_out is its output count, K * (C + 1).
@@ -109,6 +111,7 @@ class ConditionalClassifier(nn.Module):
     def projection_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The projection's weight and bias as the layout stores them."""
         if self.layout == "grouped_conv":
+            assert self.filter_project.bias is not None  # built with a bias
             return self.filter_project.weight, self.filter_project.bias
         return self.filter_weight, self.filter_bias
 

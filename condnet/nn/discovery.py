@@ -9,11 +9,13 @@ not depend on it, so it is never taken for the main one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
+from torch.autograd.graph import Node
 
 __all__ = ["ConvCall", "find_classifiers", "main_output"]
 
@@ -26,7 +28,7 @@ class ConvCall:
 
     name: str
     conv: nn.Conv2d
-    node: object  # the autograd node of its output
+    node: Node  # the autograd node of its output
 
     def describe(self) -> str:
         c = self.conv
@@ -38,6 +40,7 @@ def _tensors(out: object, where: str = "") -> list[tuple[str, torch.Tensor]]:
     """Every tensor of a (nested) output with its access path."""
     if isinstance(out, torch.Tensor):
         return [(where, out)]
+    items: Iterable[tuple[object, object]]
     if isinstance(out, Mapping):
         items = out.items()
     elif isinstance(out, Sequence) and not isinstance(out, (str, bytes)):
@@ -59,7 +62,8 @@ def main_output(out: object, output: str | int | None = None) -> tuple[str, torc
     """
     if output is not None:
         try:
-            value = out[output]
+            # Whatever the model returned: what cannot be indexed raises TypeError.
+            value = cast(Any, out)[output]
         except (KeyError, IndexError, TypeError) as exc:
             raise ValueError(
                 f"output={output!r} does not select anything in the model's output "
@@ -93,9 +97,10 @@ def main_output(out: object, output: str | int | None = None) -> tuple[str, torc
     return path, value
 
 
-def _ancestors(root: object) -> set:
+def _ancestors(root: Node) -> set[Node]:
     """Every autograd node that ``root`` depends on, ``root`` included."""
-    seen, stack = set(), [root]
+    seen: set[Node] = set()
+    stack: list[Node | None] = [root]
     while stack:
         node = stack.pop()
         if node is None or node in seen:
@@ -125,6 +130,8 @@ def _probe(model: nn.Module, example_input: object) -> tuple[object, list[ConvCa
     """Runs the model once in eval mode with gradients on, recording conv calls."""
     if example_input is None:
         example_input = _default_input(model)
+    args: tuple[object, ...]
+    kwargs: dict[str, object]
     if isinstance(example_input, torch.Tensor):
         args, kwargs = (example_input,), {}
     elif isinstance(example_input, Mapping):
@@ -140,7 +147,7 @@ def _probe(model: nn.Module, example_input: object) -> tuple[object, list[ConvCa
     args = tuple(_needs_grad(a) for a in args)
     kwargs = {key: _needs_grad(value) for key, value in kwargs.items()}
     calls: list[ConvCall] = []
-    names = {}
+    names: dict[nn.Module, str] = {}
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
             names.setdefault(module, name)
@@ -163,7 +170,7 @@ def _probe(model: nn.Module, example_input: object) -> tuple[object, list[ConvCa
     return out, calls
 
 
-def _report(calls: list[ConvCall], main: set, K: int, path: str) -> str:
+def _report(calls: list[ConvCall], main: set[Node], K: int, path: str) -> str:
     if not calls:
         return "no nn.Conv2d ran"
     lines = []

@@ -9,6 +9,8 @@ value; the module keeps those of its last training forward instead, until
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -114,16 +116,17 @@ class DropInConditionalClassifier(ConditionalClassifier):
                 "only an nn.Conv2d with groups=1, numeric padding and padding_mode='zeros' "
                 f"can become a conditional classifier; got {conv}"
             )
+        # An nn.Conv2d holds each of these as a pair; torch types them tuple[int, ...].
         with torch.device(conv.weight.device):
             module = cls(
                 conv.in_channels,
                 conv.out_channels,
                 layout,
                 dropout,
-                kernel_size=conv.kernel_size,
-                stride=conv.stride,
-                padding=conv.padding,
-                dilation=conv.dilation,
+                kernel_size=cast(tuple[int, int], conv.kernel_size),
+                stride=cast(tuple[int, int], conv.stride),
+                padding=cast(tuple[int, int], conv.padding),
+                dilation=cast(tuple[int, int], conv.dilation),
             )
         module = module.to(conv.weight.dtype)
         if init == "from_classifier":

@@ -23,7 +23,9 @@ __all__ = ["warm_start_", "warm_start_tensors"]
 def _as_plain(weight: object, bias: object) -> tuple[torch.Tensor, torch.Tensor]:
     """(K, C) or (K, C, 1, 1) weight and (K,) or None bias -> (K, C), (K,)."""
     if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
-        got = f"dtype {weight.dtype}" if isinstance(weight, torch.Tensor) else type(weight).__name__
+        got: object = (
+            f"dtype {weight.dtype}" if isinstance(weight, torch.Tensor) else type(weight).__name__
+        )
         raise TypeError(f"weight must be a floating-point tensor; got {got}")
     if weight.dim() == 4 and weight.shape[2:] == (1, 1):
         weight = weight.flatten(1)

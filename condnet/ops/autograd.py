@@ -12,6 +12,9 @@ and the backward ops skip their terms.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 
@@ -96,7 +99,7 @@ def register_autograd(namespace: str) -> None:
         )
         return (*grads, None)
 
-    formulas = {
+    formulas: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
         "class_pool": (class_pool_backward, _class_pool_setup),
         "dynamic_classify": (dynamic_classify_backward, _dynamic_classify_setup),
         "project": (project_backward, _project_setup),

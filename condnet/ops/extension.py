@@ -20,7 +20,8 @@ BUILD_HINT = (
 )
 
 try:
-    from condnet import _C  # noqa: F401  (loading it registers torch.ops.condnet)
+    # Loading it registers torch.ops.condnet; mypy cannot see into the compiled module.
+    from condnet import _C  # type: ignore[attr-defined]  # noqa: F401
 
     LOAD_ERROR: str | None = None
 except ImportError as exc:  # not built, or built against another torch

@@ -16,6 +16,8 @@ imports it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.utils.flop_counter import flop_registry, register_flop_formula
 
@@ -132,7 +134,7 @@ def conditional_classifier_backward_flops(
     return flops
 
 
-FLOP_FORMULAS = {
+FLOP_FORMULAS: dict[str, Callable[..., int]] = {
     "class_pool": class_pool_flops,
     "dynamic_classify": dynamic_classify_flops,
     "class_pool_backward": class_pool_backward_flops,

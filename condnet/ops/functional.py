@@ -3,6 +3,8 @@ kernel the backend registry (:mod:`condnet.ops.registry`) names."""
 
 from __future__ import annotations
 
+from typing import overload
+
 import torch
 
 from . import layouts, registry
@@ -12,6 +14,18 @@ from .validation import (
     check_dynamic_classify,
     check_project,
 )
+
+
+# The overloads tell the type checker that each argument comes back as it went
+# in: a tensor stays a tensor, an optional bias stays optional.
+@overload
+def _autocast(x: torch.Tensor, /) -> tuple[torch.Tensor]: ...
+
+
+@overload
+def _autocast(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, /
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]: ...
 
 
 def _autocast(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:

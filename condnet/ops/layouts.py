@@ -61,7 +61,7 @@ def check_layout(layout: object, name: str = "layout") -> str:
     """``layout`` as one of :data:`LAYOUTS`; a former name is translated with a
     FutureWarning, anything else is a ValueError naming the argument ``name``."""
     if layout in LAYOUTS:
-        return layout  # type: ignore[return-value]
+        return layout
     if isinstance(layout, str) and layout in _RENAMED:
         new = _RENAMED[layout]
         warnings.warn(

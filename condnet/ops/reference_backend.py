@@ -4,6 +4,9 @@ falls back to it where no kernel runs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from . import composite, reference, registry
 
 _PARTS = composite.Parts(
@@ -17,7 +20,7 @@ def _conditional_classifier(x, guide_weight, guide_bias, proj_weight, proj_bias,
     return composite.forward(_PARTS, x, guide_weight, guide_bias, proj_weight, proj_bias, layout)
 
 
-KERNELS = {
+KERNELS: dict[str, Callable[..., Any]] = {
     "class_pool": reference.class_pool,
     "dynamic_classify": reference.dynamic_classify,
     "project": reference.project,

@@ -90,7 +90,7 @@ def names() -> tuple[str, ...]:
 def _checked(name: object, what: str) -> str:
     if name != AUTO and name not in _BACKENDS:
         raise ValueError(f"{what} must be one of {', '.join(map(repr, names()))}; got {name!r}")
-    return name  # type: ignore[return-value]
+    return name
 
 
 # A plain list rather than a ContextVar keeps torch.compile free of graph

@@ -94,7 +94,8 @@ def unavailable_reason(device_type: str) -> str | None:
 # the probe, so choosing a backend inside a compiled model needs no graph
 # break. This is what torch.compiler.assume_constant_result does; setting its
 # mark directly spares importing torch._dynamo (about a second) with condnet.ops.
-unavailable_reason._dynamo_marked_constant = True
+# (mypy does not model attributes set on a function, hence the ignore.)
+unavailable_reason._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def available(device_type: str) -> bool:

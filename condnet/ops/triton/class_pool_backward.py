@@ -244,7 +244,7 @@ def class_pool_backward(
     pooled = grad_guide_logits is not None or grad_class_feats is not None
     if B == 0 or not (pooled or has_dy):
         return (
-            dx.zero_() if need_dx else None,
+            dx.zero_() if dx is not None else None,
             guide_weight.new_zeros(K, C) if need_dw else None,
             guide_weight.new_zeros(K) if need_db else None,
         )
@@ -268,8 +268,8 @@ def class_pool_backward(
     dw = reduction_buffer(K, C) if need_dw else None
     db = reduction_buffer(K) if need_db else None
     scratch = torch.empty(B, K, N, dtype=acc_dtype, device=x.device) if has_df else None
-    dxf = dx.view(B, C, N) if need_dx else None
-    dyf = grad_logits.reshape(B, -1, N) if has_dy else None
+    dxf = dx.view(B, C, N) if dx is not None else None
+    dyf = grad_logits.reshape(B, -1, N) if need_dx and grad_logits is not None else None
     cw = classifier_weight if has_dy else None
     # Absent tensors are never read; x stands in for their pointers.
     wrap_triton(_class_pool_bwd_kernel)[(pixel_blocks, B)](
@@ -285,7 +285,7 @@ def class_pool_backward(
         db if db is not None else xf,
         scratch if has_df else xf,
         K,
-        cw.shape[1] if has_dy else 0,
+        cw.shape[1] if cw is not None else 0,
         C,
         N,
         *_strides(dgf, 3),

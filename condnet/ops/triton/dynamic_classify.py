@@ -230,7 +230,7 @@ def dynamic_classify_backward(
         BLOCK_N=blocks.n,
         **blocks.launch,
     )
-    if need_dx:
+    if dx is not None:
         dxf = dx.view(B, C, N)
         grid = (triton.cdiv(C, blocks.c), triton.cdiv(N, blocks.n), B)
         wrap_triton(_dynamic_classify_dx_kernel)[grid](

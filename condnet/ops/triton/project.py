@@ -187,7 +187,11 @@ def project_backward(
     da = weight.new_empty(K, C + 1, C) if need_da else None
     dbias = weight.new_empty(K, C + 1) if need_dbias else None
     if B == 0:
-        return df, da.zero_() if need_da else None, dbias.zero_() if need_dbias else None
+        return (
+            df,
+            da.zero_() if da is not None else None,
+            dbias.zero_() if dbias is not None else None,
+        )
     if not (need_df or need_da or need_dbias):
         return None, None, None
     # One image block holds the whole batch: dA sums over every image.
