@@ -10,15 +10,15 @@
 namespace condnet {
 
 inline void check_floating(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()),
-                   name, " must be a floating-point tensor, got ", t.scalar_type());
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), name,
+                   " must be a floating-point tensor, got ", t.scalar_type());
 }
 
 inline void check_same(const at::Tensor& t, const at::Tensor& x, const char* name) {
-  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(),
-                   name, " must have x's dtype ", x.scalar_type(), ", got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.device() == x.device(),
-                    name, " must be on x's device ", x.device(), ", got ", t.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), name, " must have x's dtype ",
+                   x.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == x.device(), name, " must be on x's device ", x.device(), ", got ",
+                    t.device());
 }
 
 inline void check_features(const at::Tensor& x) {
@@ -29,21 +29,20 @@ inline void check_features(const at::Tensor& x) {
                     "x must have at least one pixel (H*W > 0), got shape ", x.sizes());
 }
 
-inline void check_vector(const std::optional<at::Tensor>& t, const at::Tensor& x,
-                         int64_t len, const char* name) {
+inline void check_vector(const std::optional<at::Tensor>& t, const at::Tensor& x, int64_t len,
+                         const char* name) {
   if (!t.has_value()) return;
-  TORCH_CHECK_VALUE(t->dim() == 1 && t->size(0) == len,
-                    name, " must have shape (", len, "), got ", t->sizes());
+  TORCH_CHECK_VALUE(t->dim() == 1 && t->size(0) == len, name, " must have shape (", len, "), got ",
+                    t->sizes());
   check_same(*t, x, name);
 }
 
 inline void check_class_pool_inputs(const at::Tensor& x, const at::Tensor& guide_weight,
                                     const std::optional<at::Tensor>& guide_bias) {
   check_features(x);
-  TORCH_CHECK_VALUE(guide_weight.dim() == 2 && guide_weight.size(1) == x.size(1) &&
-                        guide_weight.size(0) > 0,
-                    "guide_weight must have shape (K, ", x.size(1), ") with K >= 1, got ",
-                    guide_weight.sizes());
+  TORCH_CHECK_VALUE(
+      guide_weight.dim() == 2 && guide_weight.size(1) == x.size(1) && guide_weight.size(0) > 0,
+      "guide_weight must have shape (K, ", x.size(1), ") with K >= 1, got ", guide_weight.sizes());
   check_same(guide_weight, x, "guide_weight");
   check_vector(guide_bias, x, guide_weight.size(0), "guide_bias");
 }
@@ -57,10 +56,9 @@ inline void check_dynamic_classify_inputs(const at::Tensor& x, const at::Tensor&
                     ") with K >= 1, got ", weight.sizes());
   check_same(weight, x, "weight");
   if (bias.has_value()) {
-    TORCH_CHECK_VALUE(bias->dim() == 2 && bias->size(0) == x.size(0) &&
-                          bias->size(1) == weight.size(1),
-                      "bias must have shape (", x.size(0), ", ", weight.size(1), "), got ",
-                      bias->sizes());
+    TORCH_CHECK_VALUE(
+        bias->dim() == 2 && bias->size(0) == x.size(0) && bias->size(1) == weight.size(1),
+        "bias must have shape (", x.size(0), ", ", weight.size(1), "), got ", bias->sizes());
     check_same(*bias, x, "bias");
   }
 }
@@ -73,10 +71,10 @@ inline void check_project_inputs(const at::Tensor& f, const at::Tensor& weight,
                     "class_feats must have shape (B, K, C) with K, C >= 1, got ", f.sizes());
   check_floating(f, "class_feats");
   const int64_t K = f.size(1), C = f.size(2);
-  TORCH_CHECK_VALUE(weight.dim() == 3 && weight.size(0) == K && weight.size(1) == C + 1 &&
-                        weight.size(2) == C,
-                    "proj_weight must have shape (K, C+1, C) = (", K, ", ", C + 1, ", ", C,
-                    ") from class_feats, got ", weight.sizes());
+  TORCH_CHECK_VALUE(
+      weight.dim() == 3 && weight.size(0) == K && weight.size(1) == C + 1 && weight.size(2) == C,
+      "proj_weight must have shape (K, C+1, C) = (", K, ", ", C + 1, ", ", C,
+      ") from class_feats, got ", weight.sizes());
   check_floating(weight, "proj_weight");
   const bool master = weight.scalar_type() == at::kFloat &&
                       (f.scalar_type() == at::kHalf || f.scalar_type() == at::kBFloat16);
@@ -115,11 +113,11 @@ inline void check_classifier_term(const std::optional<at::Tensor>& grad_logits,
   if (!grad_logits.has_value()) return;
   TORCH_CHECK_VALUE(classifier_weight->dim() == 3 && classifier_weight->size(0) == x.size(0) &&
                         classifier_weight->size(2) == x.size(1),
-                    "classifier_weight must have shape (", x.size(0), ", K, ", x.size(1),
-                    "), got ", classifier_weight->sizes());
+                    "classifier_weight must have shape (", x.size(0), ", K, ", x.size(1), "), got ",
+                    classifier_weight->sizes());
   check_same(*classifier_weight, x, "classifier_weight");
-  check_grad(grad_logits, x,
-             {x.size(0), classifier_weight->size(1), x.size(2), x.size(3)}, "grad_logits");
+  check_grad(grad_logits, x, {x.size(0), classifier_weight->size(1), x.size(2), x.size(3)},
+             "grad_logits");
 }
 
 }  // namespace condnet

@@ -30,16 +30,17 @@ inline at::ScalarType acc_type(at::ScalarType t) {
 // how autocast training with float32 master weights calls it.
 template <class Body>
 void dispatch_project_types(const at::Tensor& f, const at::Tensor& A, const Body& body) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "condnet::project", [&] {
-    using T = scalar_t;
-    if constexpr (std::is_same_v<T, at::Half> || std::is_same_v<T, at::BFloat16>) {
-      if (A.scalar_type() == at::kFloat) {
-        body(T{}, float{});
-        return;
-      }
-    }
-    body(T{}, T{});
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, f.scalar_type(), "condnet::project", [&] {
+        using T = scalar_t;
+        if constexpr (std::is_same_v<T, at::Half> || std::is_same_v<T, at::BFloat16>) {
+          if (A.scalar_type() == at::kFloat) {
+            body(T{}, float{});
+            return;
+          }
+        }
+        body(T{}, T{});
+      });
 }
 
 // Sums partial results over dimension `dim` strictly in index order, so the

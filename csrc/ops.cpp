@@ -12,8 +12,8 @@
 // class features and theta, are what the backward needs. Its layout says how
 // theta holds the per-image classifier: "per_class" or "grouped_conv" (the
 // released model's grouped-conv storage; composite/theta_layout.h).
-#include <torch/library.h>
 #include <torch/headeronly/version.h>
+#include <torch/library.h>
 
 #include <string>
 

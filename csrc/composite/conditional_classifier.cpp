@@ -65,8 +65,8 @@ Tensor3 class_pool_backward(const OptTensor& dg, const OptTensor& df, const at::
                             const OptTensor& dy, const OptTensor& w) {
   static const auto op =
       find_op<Tensor3(const OptTensor&, const OptTensor&, const at::Tensor&, const at::Tensor&,
-                      const at::Tensor&, std::array<bool, 3>, const OptTensor&,
-                      const OptTensor&)>("condnet::class_pool_backward");
+                      const at::Tensor&, std::array<bool, 3>, const OptTensor&, const OptTensor&)>(
+          "condnet::class_pool_backward");
   return op.call(dg, df, x, wg, g, mask, dy, w);
 }
 
@@ -127,10 +127,11 @@ conditional_classifier_backward(const OptTensor& grad_logits, const OptTensor& g
 
   at::Tensor df, dA, da;
   if (dtheta.defined()) {
-    std::tie(df, dA, da) = project_backward(dtheta, class_feats, proj_weight,
-                                            {need_pool, need_dA, need_da});
+    std::tie(df, dA, da) =
+        project_backward(dtheta, class_feats, proj_weight, {need_pool, need_dA, need_da});
   }
-  if (grad_class_feats.has_value()) df = df.defined() ? df.add(*grad_class_feats) : *grad_class_feats;
+  if (grad_class_feats.has_value())
+    df = df.defined() ? df.add(*grad_class_feats) : *grad_class_feats;
   // Nothing reached theta: the projection's gradients are zero.
   if (need_dA && !dA.defined()) dA = at::zeros_like(proj_weight);
   if (need_da && !da.defined()) {
@@ -139,10 +140,10 @@ conditional_classifier_backward(const OptTensor& grad_logits, const OptTensor& g
 
   at::Tensor dx, dwg, dbg;
   if (need_pool) {
-    std::tie(dx, dwg, dbg) = class_pool_backward(
-        grad_guide_logits, df.defined() ? OptTensor(df) : std::nullopt, x, guide_weight,
-        guide_logits, {need_dx, need_dwg, need_dbg}, grad_logits,
-        grad_logits.has_value() ? OptTensor(w) : std::nullopt);
+    std::tie(dx, dwg, dbg) =
+        class_pool_backward(grad_guide_logits, df.defined() ? OptTensor(df) : std::nullopt, x,
+                            guide_weight, guide_logits, {need_dx, need_dwg, need_dbg}, grad_logits,
+                            grad_logits.has_value() ? OptTensor(w) : std::nullopt);
   }
   return {dx, dwg, dbg, dA, da};
 }

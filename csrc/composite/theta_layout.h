@@ -39,12 +39,10 @@ inline ThetaLayout parse_theta_layout(std::string_view layout) {
 }
 
 // w (B, K, C) and beta (B, K), as views of theta.
-inline std::tuple<at::Tensor, at::Tensor> split_theta(const at::Tensor& theta,
-                                                      ThetaLayout layout) {
+inline std::tuple<at::Tensor, at::Tensor> split_theta(const at::Tensor& theta, ThetaLayout layout) {
   const int64_t B = theta.size(0), K = theta.size(1), C = theta.size(2) - 1;
   switch (layout) {
-    case ThetaLayout::kPerClass:
-      return {theta.narrow(2, 0, C), theta.select(2, C)};
+    case ThetaLayout::kPerClass: return {theta.narrow(2, 0, C), theta.select(2, C)};
     case ThetaLayout::kGroupedConv: {
       const at::Tensor flat = theta.view({B, K * (C + 1)});
       return {flat.narrow(1, 0, K * C).view({B, K, C}), flat.narrow(1, K * C, K)};
@@ -54,8 +52,8 @@ inline std::tuple<at::Tensor, at::Tensor> split_theta(const at::Tensor& theta,
 }
 
 // The inverse: dtheta from the gradients of w and beta.
-inline at::Tensor join_theta(const at::Tensor& dw, const at::Tensor& dbeta,
-                             const at::Tensor& theta, ThetaLayout layout) {
+inline at::Tensor join_theta(const at::Tensor& dw, const at::Tensor& dbeta, const at::Tensor& theta,
+                             ThetaLayout layout) {
   at::Tensor dtheta = at::empty_like(theta, at::MemoryFormat::Contiguous);
   const auto [w_part, beta_part] = split_theta(dtheta, layout);
   w_part.copy_(dw);

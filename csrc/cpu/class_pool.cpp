@@ -22,8 +22,8 @@ void forward_kernel(const at::Tensor& x, const at::Tensor& guide_weight,
   const auto acc = acc_type(x.scalar_type());
   const auto acc_opts = x.options().dtype(acc);
   const at::Tensor wa = guide_weight.to(acc).contiguous();
-  const at::Tensor ba = guide_bias.defined() ? guide_bias.to(acc).view({K, 1})
-                                             : at::zeros({K, 1}, acc_opts);
+  const at::Tensor ba =
+      guide_bias.defined() ? guide_bias.to(acc).view({K, 1}) : at::zeros({K, 1}, acc_opts);
   const Chunks chunks(N);
   at::Tensor partial = at::empty({B, chunks.count, K, C}, acc_opts);
 
@@ -40,7 +40,7 @@ void forward_kernel(const at::Tensor& x, const at::Tensor& guide_weight,
       for (int64_t n0 = start; n0 < stop; n0 += kTile) {
         const int64_t T = std::min(kTile, stop - n0);
         const at::Tensor xt = x[b].narrow(1, n0, T).to(acc);  // (C, T)
-        const at::Tensor logits = at::addmm(ba, wa, xt);        // (K, T)
+        const at::Tensor logits = at::addmm(ba, wa, xt);      // (K, T)
         g3[b].narrow(1, n0, T).copy_(logits);
         f_part.addmm_(at::_softmax(logits, 0, false), xt.t());
       }

@@ -32,8 +32,8 @@ void forward_kernel(const at::Tensor& x, const at::Tensor& weight, const at::Ten
   }
   const auto acc = at::kFloat;
   const at::Tensor wa = weight.to(acc);
-  const at::Tensor ba = bias.defined() ? bias.to(acc).view({B, K, 1})
-                                       : at::zeros({B, K, 1}, x.options().dtype(acc));
+  const at::Tensor ba =
+      bias.defined() ? bias.to(acc).view({B, K, 1}) : at::zeros({B, K, 1}, x.options().dtype(acc));
   const Chunks chunks(N);
   // OpenMP workers start with fresh thread-local state (grad mode, dispatch keys):
   // give them the caller's, which includes this kernel's KernelScope.

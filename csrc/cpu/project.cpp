@@ -117,8 +117,8 @@ void backward_kernel(const at::Tensor& dtheta, const at::Tensor& f, const at::Te
       }
       if (dfp != nullptr) std::fill(dfs, dfs + B * Cb, Acc(0));
       const int64_t offset = k * J * C + c0;
-      rows_backward<Acc, TW>(Ap + offset, dAp != nullptr ? dAp + offset : nullptr, J, C, Cb, d,
-                             fs, B, dfp != nullptr ? dfs : nullptr, row_sum);
+      rows_backward<Acc, TW>(Ap + offset, dAp != nullptr ? dAp + offset : nullptr, J, C, Cb, d, fs,
+                             B, dfp != nullptr ? dfs : nullptr, row_sum);
       if (dfp != nullptr) {
         for (int64_t b = 0; b < B; ++b) {
           T* dst = dfp + (b * K + k) * C + c0;

@@ -30,7 +30,7 @@ namespace condnet::cpu {
 // that each weight value loaded serves NB products and each feature value 4.
 template <int NB, class Acc, class TW>
 CONDNET_INLINE void dot_block(const TW* a0, int64_t ld, const Acc* f0, int64_t C, Acc* out,
-                      int64_t out_ld) {
+                              int64_t out_ld) {
   const TW* a1 = a0 + ld;
   const TW* a2 = a1 + ld;
   const TW* a3 = a2 + ld;
@@ -39,8 +39,8 @@ CONDNET_INLINE void dot_block(const TW* a0, int64_t ld, const Acc* f0, int64_t C
   const Acc* f3 = f0 + (NB > 3 ? 3 * C : 0);
   Acc s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0;
   Acc s20 = 0, s21 = 0, s22 = 0, s23 = 0, s30 = 0, s31 = 0, s32 = 0, s33 = 0;
-#pragma omp simd reduction(+ : s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, \
-                               s30, s31, s32, s33)
+#pragma omp simd reduction(+ : s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, \
+                               s31, s32, s33)
   for (int64_t c = 0; c < C; ++c) {
     const Acc w0 = static_cast<Acc>(a0[c]), w1 = static_cast<Acc>(a1[c]);
     const Acc w2 = static_cast<Acc>(a2[c]), w3 = static_cast<Acc>(a3[c]);

@@ -13,8 +13,8 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "softmax_tile.cuh"
 #include "launch.cuh"
+#include "softmax_tile.cuh"
 #include "tile_mma.cuh"
 
 namespace condnet::cuda {
@@ -82,7 +82,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   T* ob = out + (b * C + c0) * N + n0;
   for (int e = threadIdx.x; e < TM * TN; e += kThreads) {
     const int i = e / TN, j = e % TN;
-    if (i < cv && j < nv) ob[static_cast<int64_t>(i) * N + j] = static_cast<T>(Cs.data[i * Cs.ld + j]);
+    if (i < cv && j < nv)
+      ob[static_cast<int64_t>(i) * N + j] = static_cast<T>(Cs.data[i * Cs.ld + j]);
   }
 }
 

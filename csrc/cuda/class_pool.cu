@@ -71,8 +71,8 @@ void launch_class_pool_backward(const host::ClassPoolGradients& grads) {
         using T = scalar_t;
         const int64_t C = x.size(1);
         if (!pooled) {  // dx = w^T dy alone
-          launch_channel_product<T, false, false>(cw, cw.size(1) * C, dy, df, g, at::Tensor(),
-                                                  cw, dy, dx3);
+          launch_channel_product<T, false, false>(cw, cw.size(1) * C, dy, df, g, at::Tensor(), cw,
+                                                  dy, dx3);
           return;
         }
         // Without df the softmax is not involved: dgt is dg itself.

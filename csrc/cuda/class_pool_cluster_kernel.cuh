@@ -210,8 +210,9 @@ at::Tensor launch_class_pool_cluster_kp(const at::Tensor& x, const at::Tensor& w
   launch_cluster(kernel, checked_blocks(B * splits * R, x), R, smem, current_stream(),
                  x.const_data_ptr<T>(), wg.const_data_ptr<T>(),
                  bg.defined() ? bg.const_data_ptr<T>() : nullptr, g.mutable_data_ptr<T>(),
-                 partial.mutable_data_ptr<float>(), static_cast<float>(1.0 / static_cast<double>(N)),
-                 static_cast<int>(C), static_cast<int>(K), N, split_len, splits);
+                 partial.mutable_data_ptr<float>(),
+                 static_cast<float>(1.0 / static_cast<double>(N)), static_cast<int>(C),
+                 static_cast<int>(K), N, split_len, splits);
   return partial;
 }
 

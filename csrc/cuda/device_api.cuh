@@ -13,9 +13,9 @@
 #define CONDNET_CLUSTERS 1
 #define CONDNET_DYNAMIC_SMEM(name) unsigned char* name = ::emu::block_smem
 #else
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 #include <mma.h>
 // WMMA on bfloat16 needs sm_80; the host pass (no __CUDA_ARCH__) takes the

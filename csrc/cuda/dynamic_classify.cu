@@ -24,9 +24,8 @@ void launch_dynamic_classify_forward(const at::Tensor& x, const at::Tensor& weig
   const at::Tensor w = weight.contiguous();
   const at::Tensor beta = bias.defined() ? bias.contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, x.scalar_type(), "condnet::dynamic_classify", [&] {
-        launch_logits<scalar_t, false>(x, w, K * C, beta, K, y, at::Tensor());
-      });
+      at::kHalf, at::kBFloat16, x.scalar_type(), "condnet::dynamic_classify",
+      [&] { launch_logits<scalar_t, false>(x, w, K * C, beta, K, y, at::Tensor()); });
 }
 
 void launch_dynamic_classify_backward(const at::Tensor& dy, const at::Tensor& x,
@@ -56,8 +55,7 @@ struct DynamicClassifyKernels : Device {
 };
 
 constexpr auto dynamic_classify_forward = &host::dynamic_classify_forward<DynamicClassifyKernels>;
-constexpr auto dynamic_classify_backward =
-    &host::dynamic_classify_backward<DynamicClassifyKernels>;
+constexpr auto dynamic_classify_backward = &host::dynamic_classify_backward<DynamicClassifyKernels>;
 
 }  // namespace condnet::cuda
 

@@ -67,7 +67,8 @@ using Stream = cudaStream_t;
 inline Stream current_stream() { return c10::cuda::getCurrentCUDAStream(); }
 inline int multiprocessor_count(const at::Tensor& t) {
   int count = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, t.device().index()));
+  C10_CUDA_CHECK(
+      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, t.device().index()));
   return count;
 }
 inline int compute_capability_major(const at::Tensor& t) {
@@ -145,11 +146,10 @@ void launch_cluster(void (*kernel)(Params...), int64_t blocks, int cluster, size
 }
 }  // namespace condnet::cuda
 
-#define CONDNET_LAUNCH(kernel, blocks, stream, ...)                           \
-  do {                                                                        \
-    kernel<<<static_cast<unsigned>(blocks), ::condnet::cuda::kThreads, 0,     \
-             stream>>>(__VA_ARGS__);                                          \
-    C10_CUDA_KERNEL_LAUNCH_CHECK();                                           \
+#define CONDNET_LAUNCH(kernel, blocks, stream, ...)                                               \
+  do {                                                                                            \
+    kernel<<<static_cast<unsigned>(blocks), ::condnet::cuda::kThreads, 0, stream>>>(__VA_ARGS__); \
+    C10_CUDA_KERNEL_LAUNCH_CHECK();                                                               \
   } while (0)
 
 #endif

@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <limits>
 
-#include "softmax_tile.cuh"
 #include "launch.cuh"
+#include "softmax_tile.cuh"
 #include "tile_mma.cuh"
 
 namespace condnet::cuda {
@@ -23,8 +23,8 @@ template <class T, bool WITH_LSE>
 __global__ void __launch_bounds__(kThreads, 2)
     logits_kernel(const T* __restrict__ x, const T* __restrict__ weight,
                   int64_t weight_batch_stride, const T* __restrict__ bias,
-                  int64_t bias_batch_stride, T* __restrict__ out, acc_t<T>* __restrict__ lse,
-                  int C, int K, int64_t N) {
+                  int64_t bias_batch_stride, T* __restrict__ out, acc_t<T>* __restrict__ lse, int C,
+                  int K, int64_t N) {
   using A_t = acc_t<T>;
   constexpr int TM = Tiles<T>::M, TN = Tiles<T>::N, TK = Tiles<T>::K;
   __shared__ SharedTile<T, TM, TK> As;
@@ -87,8 +87,7 @@ void launch_logits(const at::Tensor& x, const at::Tensor& weight, int64_t weight
   CONDNET_LAUNCH(kernel, blocks, current_stream(), x.const_data_ptr<T>(),
                  weight.const_data_ptr<T>(), weight_batch_stride,
                  bias.defined() ? bias.const_data_ptr<T>() : nullptr, bias_batch_stride,
-                 out.mutable_data_ptr<T>(),
-                 WITH_LSE ? lse.mutable_data_ptr<acc_t<T>>() : nullptr,
+                 out.mutable_data_ptr<T>(), WITH_LSE ? lse.mutable_data_ptr<acc_t<T>>() : nullptr,
                  checked_int(x.size(1), "channels"), checked_int(out.size(1), "classes"), N);
 }
 

@@ -14,8 +14,8 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "softmax_tile.cuh"
 #include "launch.cuh"
+#include "softmax_tile.cuh"
 #include "tile_mma.cuh"
 
 namespace condnet::cuda {
@@ -28,8 +28,8 @@ template <class T, bool SOFTMAX>
 __global__ void __launch_bounds__(kThreads, 2)
     pixel_reduce_kernel(const T* __restrict__ x, const T* __restrict__ a,
                         const acc_t<T>* __restrict__ lse, acc_t<T> scale,
-                        acc_t<T>* __restrict__ partial, int C, int K, int64_t N,
-                        int64_t split_len, int splits) {
+                        acc_t<T>* __restrict__ partial, int C, int K, int64_t N, int64_t split_len,
+                        int splits) {
   using A_t = acc_t<T>;
   constexpr int TM = Tiles<T>::M, TN = Tiles<T>::N, TK = Tiles<T>::K;
   __shared__ SharedTile<T, TM, TK> As;  // classes x pixels

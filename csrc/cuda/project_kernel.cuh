@@ -21,8 +21,8 @@
 
 namespace condnet::cuda {
 
-constexpr int kProjectRows = 64;  // forward: rows of A per block
-constexpr int kProjectCols = 64;  // channels per step (forward) or per block (backward)
+constexpr int kProjectRows = 64;              // forward: rows of A per block
+constexpr int kProjectCols = 64;              // channels per step (forward) or per block (backward)
 constexpr int kProjectSlots = kThreads / 64;  // 4 threads share each row / column
 
 // Forward. Block = (class k, 64 rows of A[k]); thread = (row r, slot q),
@@ -62,9 +62,8 @@ __global__ void __launch_bounds__(kThreads)
       for (int i = 0; i < PER; ++i) {
         const int b = b0 + lr + kProjectSlots * i;
         Fs[lr + kProjectSlots * i][lc] =
-            (b < B && col_ok)
-                ? static_cast<A_t>(f[(static_cast<int64_t>(b) * K + k) * C + c0 + lc])
-                : A_t(0);
+            (b < B && col_ok) ? static_cast<A_t>(f[(static_cast<int64_t>(b) * K + k) * C + c0 + lc])
+                              : A_t(0);
       }
       __syncthreads();
 #pragma unroll 4
@@ -77,8 +76,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     if (r < rows) {
       const int j = j0 + r;
-      const A_t bias =
-          a != nullptr ? static_cast<A_t>(a[static_cast<int64_t>(k) * J + j]) : A_t(0);
+      const A_t bias = a != nullptr ? static_cast<A_t>(a[static_cast<int64_t>(k) * J + j]) : A_t(0);
 #pragma unroll
       for (int i = 0; i < PER; ++i) {
         const int b = b0 + q + kProjectSlots * i;
@@ -194,23 +192,21 @@ void launch_project_forward_g(const at::Tensor& f, const at::Tensor& A, const at
   const int row_tiles = static_cast<int>(ceil_div(C + 1, kProjectRows));
   const int64_t blocks = checked_blocks(K * row_tiles, f);
   auto* kernel = &project_forward_kernel<T, TW, G>;
-  CONDNET_LAUNCH(kernel, blocks, current_stream(),
-                 f.const_data_ptr<T>(), A.const_data_ptr<TW>(),
+  CONDNET_LAUNCH(kernel, blocks, current_stream(), f.const_data_ptr<T>(), A.const_data_ptr<TW>(),
                  a.defined() ? a.const_data_ptr<TW>() : nullptr, theta.mutable_data_ptr<T>(),
-                 checked_int(B, "images"), checked_int(K, "classes"),
-                 checked_int(C, "channels"), row_tiles);
+                 checked_int(B, "images"), checked_int(K, "classes"), checked_int(C, "channels"),
+                 row_tiles);
 }
 
 template <class T, class TW, int G>
-void launch_project_backward_g(const at::Tensor& dtheta, const at::Tensor& f,
-                               const at::Tensor& A, const at::Tensor& df, const at::Tensor& dA,
-                               const at::Tensor& da) {
+void launch_project_backward_g(const at::Tensor& dtheta, const at::Tensor& f, const at::Tensor& A,
+                               const at::Tensor& df, const at::Tensor& dA, const at::Tensor& da) {
   const int64_t B = f.size(0), K = f.size(1), C = f.size(2);
   const int col_tiles = static_cast<int>(ceil_div(C, kProjectCols));
   const int64_t blocks = checked_blocks(K * col_tiles, f);
   auto* kernel = &project_backward_kernel<T, TW, G>;
-  CONDNET_LAUNCH(kernel, blocks, current_stream(),
-                 dtheta.const_data_ptr<T>(), f.const_data_ptr<T>(), A.const_data_ptr<TW>(),
+  CONDNET_LAUNCH(kernel, blocks, current_stream(), dtheta.const_data_ptr<T>(),
+                 f.const_data_ptr<T>(), A.const_data_ptr<TW>(),
                  df.defined() ? df.mutable_data_ptr<T>() : nullptr,
                  dA.defined() ? dA.mutable_data_ptr<TW>() : nullptr,
                  da.defined() ? da.mutable_data_ptr<TW>() : nullptr, checked_int(B, "images"),

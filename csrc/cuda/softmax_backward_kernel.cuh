@@ -14,8 +14,8 @@
 #include <cstdint>
 #include <limits>
 
-#include "softmax_tile.cuh"
 #include "launch.cuh"
+#include "softmax_tile.cuh"
 #include "tile_mma.cuh"
 
 namespace condnet::cuda {
@@ -60,7 +60,8 @@ __global__ void __launch_bounds__(kThreads, 2)
         db[static_cast<int64_t>(k0 + i) * N + jj] = static_cast<T>(Cs.data[i * Cs.ld + jj]);
       }
     }
-    if (j < nv) fold_logsumexp(col_max[j], col_sum[j], gb + static_cast<int64_t>(k0) * N + j, N, kv);
+    if (j < nv)
+      fold_logsumexp(col_max[j], col_sum[j], gb + static_cast<int64_t>(k0) * N + j, N, kv);
     __syncthreads();  // Cs is read until here; the next class tile rewrites it
   }
 

@@ -183,8 +183,8 @@ class WmmaAccumulator {
 };
 
 template <class T, int M, int N>
-using TileAccumulator = std::conditional_t<Tiles<T>::kTensorCores, WmmaAccumulator<T, M, N>,
-                                           FmaAccumulator<T, M, N>>;
+using TileAccumulator =
+    std::conditional_t<Tiles<T>::kTensorCores, WmmaAccumulator<T, M, N>, FmaAccumulator<T, M, N>>;
 #else
 template <class T, int M, int N>
 using TileAccumulator = FmaAccumulator<T, M, N>;

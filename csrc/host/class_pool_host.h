@@ -67,8 +67,8 @@ template <class Kernels>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> class_pool_backward(
     const std::optional<at::Tensor>& grad_guide_logits,
     const std::optional<at::Tensor>& grad_class_feats, const at::Tensor& x,
-    const at::Tensor& guide_weight, const at::Tensor& guide_logits,
-    std::array<bool, 3> output_mask, const std::optional<at::Tensor>& grad_logits,
+    const at::Tensor& guide_weight, const at::Tensor& guide_logits, std::array<bool, 3> output_mask,
+    const std::optional<at::Tensor>& grad_logits,
     const std::optional<at::Tensor>& classifier_weight) {
   check_class_pool_inputs(x, guide_weight, std::nullopt);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);

@@ -34,8 +34,8 @@ at::Tensor dynamic_classify_forward(const at::Tensor& x, const at::Tensor& weigh
   const int64_t N = H * W, K = weight.size(1);
   at::Tensor y = Kernels::empty_output({B, K, H, W}, x.options());
   if (B == 0) return y;
-  Kernels::forward(x.contiguous().view({B, C, N}), weight,
-                   bias.has_value() ? *bias : at::Tensor(), y.view({B, K, N}));
+  Kernels::forward(x.contiguous().view({B, C, N}), weight, bias.has_value() ? *bias : at::Tensor(),
+                   y.view({B, K, N}));
   return y;
 }
 

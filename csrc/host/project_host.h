@@ -43,9 +43,10 @@ at::Tensor project_forward(const at::Tensor& class_feats, const at::Tensor& weig
 }
 
 template <class Kernels>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> project_backward(
-    const at::Tensor& grad_theta, const at::Tensor& class_feats, const at::Tensor& weight,
-    std::array<bool, 3> output_mask) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> project_backward(const at::Tensor& grad_theta,
+                                                                const at::Tensor& class_feats,
+                                                                const at::Tensor& weight,
+                                                                std::array<bool, 3> output_mask) {
   check_project_inputs(class_feats, weight, std::nullopt);
   const int64_t B = class_feats.size(0), K = class_feats.size(1), C = class_feats.size(2);
   check_grad(grad_theta, class_feats, {B, K, C + 1}, "grad_theta");

@@ -13,8 +13,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   namespace py = pybind11;
   m.def("class_pool", condnet::cuda::class_pool_forward);
   m.def("class_pool_backward", condnet::cuda::class_pool_backward, py::arg("grad_guide_logits"),
-        py::arg("grad_class_feats"), py::arg("x"), py::arg("guide_weight"),
-        py::arg("guide_logits"), py::arg("output_mask"), py::arg("grad_logits") = py::none(),
+        py::arg("grad_class_feats"), py::arg("x"), py::arg("guide_weight"), py::arg("guide_logits"),
+        py::arg("output_mask"), py::arg("grad_logits") = py::none(),
         py::arg("classifier_weight") = py::none());
   m.def("dynamic_classify", condnet::cuda::dynamic_classify_forward);
   m.def("dynamic_classify_backward", condnet::cuda::dynamic_classify_backward);
