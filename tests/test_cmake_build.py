@@ -17,10 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 # from condnet._C, and a namespace can be registered only once per process.
 LOAD_AND_CHECK = textwrap.dedent(
     """
-    import importlib.util, sys, torch
-    spec = importlib.util.spec_from_file_location("ref", sys.argv[2])
+    import importlib.util, os, sys, types, torch
+    # The reference and the layouts it imports, as a package of their own:
+    # importing condnet would load condnet._C, whose namespace the library takes.
+    spec_pkg = types.ModuleType("spec")
+    spec_pkg.__path__ = [os.path.dirname(sys.argv[2])]
+    sys.modules["spec"] = spec_pkg
+    spec = importlib.util.spec_from_file_location("spec.reference", sys.argv[2])
     ref = importlib.util.module_from_spec(spec)
+    sys.modules["spec.reference"] = ref
     spec.loader.exec_module(ref)
+    assert "condnet" not in sys.modules
     torch.ops.load_library(sys.argv[1])
     assert torch.ops.condnet.build_info().startswith("torch=")
     if sys.argv[3] == "cuda":  # compiled, registered; runnable only on a GPU
