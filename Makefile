@@ -40,7 +40,7 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 SOURCES := setup.py pyproject.toml CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh csrc/*/*/*.h)
 # What clang-format checks and formats (style: .clang-format).
-CSRC_FORMATTED := $(shell find csrc -type f \( -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' \) | sort)
+CSRC_FORMATTED := $(shell find csrc tests/cuda_emulation -type f \( -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' \) | sort)
 RESULTS := benchmarks/results
 
 .PHONY: install test test-fast demo demo-install demo-seeds bench lint format clean
