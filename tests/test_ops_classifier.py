@@ -298,7 +298,9 @@ def test_autocast_allocates_far_less_than_a_weight_copy():
         for e in prof.profiler.kineto_results.events()
         if e.name() == "[memory]" and e.device_type() == DeviceType.CPU and e.nbytes() > 0
     )
-    assert 0 < allocated < weight_bytes / 8, (allocated, weight_bytes)
+    # A bf16 copy of the weight alone would be weight_bytes / 2; the kernels'
+    # own temporaries (16-bit products and their float32 sums) stay far below.
+    assert 0 < allocated < weight_bytes / 4, (allocated, weight_bytes)
 
 
 # -- the classifier term of class_pool's backward ---------------------------------------------

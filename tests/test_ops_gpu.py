@@ -20,7 +20,8 @@ import pytest
 import torch
 
 import condnet.ops as ops
-from condnet.ops import backend, extension
+from condnet.ops import extension
+from condnet.ops import registry as backend
 from tests.gpu_cases import (
     ALL_DTYPES,
     BACKENDS,

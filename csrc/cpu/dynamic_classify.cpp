@@ -1,7 +1,8 @@
 // dynamic_classify on the CPU: a 1x1 classifier whose weights differ per
 // image, y[b] = w[b] x[b] + beta[b]. float and double map onto whole-image
-// batched GEMMs. float16/bfloat16 go chunk by chunk in float32, so no float32
-// copy of x, y or dy is ever made whole.
+// batched GEMMs, and so do float16/bfloat16 where the CPU multiplies them
+// natively (products.h); elsewhere those go chunk by chunk in float32, so no
+// float32 copy of x, y or dy is ever made whole.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
@@ -11,6 +12,7 @@
 
 #include "../host/dynamic_classify_host.h"
 #include "device.h"
+#include "products.h"
 #include "tiling.h"
 
 namespace condnet::cpu {
@@ -20,9 +22,10 @@ void forward_kernel(const at::Tensor& x, const at::Tensor& weight, const at::Ten
                     const at::Tensor& y) {
   const int64_t B = x.size(0), N = x.size(2), K = weight.size(1);
   at::Tensor y3 = y;  // the _out ops take their output by non-const reference
-  if (x.scalar_type() == acc_type(x.scalar_type())) {
-    // float and double: one batched GEMM that starts from the broadcast bias
-    // (beta = 1) writes y once; measured faster than per-chunk GEMMs.
+  if (x.scalar_type() == product_type(x.scalar_type())) {
+    // float and double, and 16-bit features on a CPU that multiplies them
+    // natively (products.h): one batched GEMM that starts from the broadcast
+    // bias (beta = 1) writes y once; measured faster than per-chunk GEMMs.
     if (bias.defined()) {
       at::baddbmm_out(y3, bias.view({B, K, 1}).expand({B, K, N}), weight, x);
     } else {
@@ -54,9 +57,10 @@ void backward_kernel(const at::Tensor& dy, const at::Tensor& x, const at::Tensor
                      const at::Tensor& dx, const at::Tensor& dw, const at::Tensor& db) {
   const int64_t B = x.size(0), C = x.size(1), N = x.size(2), K = weight.size(1);
   const bool need_dx = dx.defined(), need_dw = dw.defined(), need_db = db.defined();
-  if (x.scalar_type() == acc_type(x.scalar_type())) {
-    // float and double: whole-image batched GEMMs; on the CPU these beat
-    // per-chunk products that share the dy chunk (measured).
+  if (x.scalar_type() == product_type(x.scalar_type())) {
+    // float and double, and natively multiplied 16-bit features: whole-image
+    // batched GEMMs; on the CPU these beat per-chunk products that share the
+    // dy chunk (measured).
     if (need_dx) {
       at::Tensor out = dx;
       at::bmm_out(out, weight.transpose(1, 2), dy);
@@ -72,7 +76,7 @@ void backward_kernel(const at::Tensor& dy, const at::Tensor& x, const at::Tensor
     return;
   }
 
-  // float16/bfloat16: chunk by chunk in float32, each dy chunk converted once
+  // float16/bfloat16 elsewhere: chunk by chunk in float32, each dy chunk converted once
   // and used for all three results; partial dw and dbeta summed in order.
   const auto acc = at::kFloat;
   const auto acc_opts = x.options().dtype(acc);
