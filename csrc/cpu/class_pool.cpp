@@ -125,9 +125,13 @@ void backward_kernel(const host::ClassPoolGradients& grads) {
           if (dgt.defined()) rows.push_back(dgt.to(prod));
           if (dfa.defined()) rows.push_back(p.to(prod));
           if (classifier_term) rows.push_back(dy3[b].narrow(1, n0, T).to(prod));
-          // Straight into dx: a BLAS output may have a row stride (N here).
           at::Tensor dx_tile = dx3[b].narrow(1, n0, T);
-          at::mm_out(dx_tile, dx_left[b], at::cat(rows, 0));
+          if (dx_tile.scalar_type() == prod) {
+            // Straight into dx: a BLAS output may have a row stride (N here).
+            at::mm_out(dx_tile, dx_left[b], at::cat(rows, 0));
+          } else {
+            dx_tile.copy_(at::mm(dx_left[b], at::cat(rows, 0)));
+          }
         }
         if (dw.defined()) {
           if (!xt.defined()) xt = x[b].narrow(1, n0, T).to(prod);
