@@ -8,6 +8,7 @@ faked where an order or a flag is checked; no timing is asserted."""
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import platform
 import subprocess
@@ -171,13 +172,18 @@ def test_ceiling_measurements_run():
 
 def test_warm_up_lasts_until_calls_stop_page_faulting():
     """The first three calls touch 8 MiB of fresh memory each; the warm-up
-    goes on until a call that does not, and no timed call faults."""
+    goes on until a call that does not, and no timed call faults. The memory
+    is a fresh anonymous mapping, so it faults whatever malloc holds already
+    (in a long test run, freed and kept heap memory would not)."""
     kept, count = [], [0]
+    size = 2**23
 
     def fn():
         count[0] += 1
         if count[0] <= 3:
-            kept.append(torch.ones(2**21))
+            fresh = mmap.mmap(-1, size)
+            fresh.write(b"\1" * size)  # touches every page
+            kept.append(fresh)
 
     t = timing.measure(fn, CPU, warmup=1, min_reps=3, max_reps=3, budget_s=0.0)
     assert count[0] == 4 + 3 and t.reps == 3
