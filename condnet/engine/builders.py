@@ -37,7 +37,9 @@ def _root_hint(name: str, cls: type) -> str:
         )
     default = getattr(cls, "DEFAULT_ROOT", None)
     where = f" or place the data under {default}" if default else ""
-    return f"set data.root (e.g. --cfg-options data.root=/path/to/data){where}; see README, Data"
+    return (
+        f"set data.root (e.g. --cfg-options data.root=/path/to/data){where}; see docs/datasets.md"
+    )
 
 
 def build_dataset(cfg: Config, split: str):
