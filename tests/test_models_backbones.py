@@ -1,4 +1,4 @@
-"""Backbones: structure of the dilated ResNet-V1c and of Swin-B, Swin's
+"""Backbones: structure of the dilated ResNet-V1c and of Swin-B and Swin-T, Swin's
 attention in mmseg's pad-then-shift order, and checkpoint loading from mmseg,
 official Swin and timm key layouts (the mmseg names are built here from
 mmseg's module structure, independently of the converters)."""
@@ -351,6 +351,34 @@ def test_swin_partial_output_norms_are_missing_keys():
         ValueError, match=r"missing keys \(2\): \['layers.3.blocks.1.mlp.fc2.bias', 'out_"
     ):
         build_backbone("swin_base_w12", pretrained=state, **TINY_SWIN)
+
+
+def test_swin_t_structure():
+    swin_t = build_backbone("swin_tiny_w7", device="meta").eval()
+    assert swin_t.variant == "swin_tiny_patch4_window7_224"
+    assert swin_t.out_channels == [96, 192, 384, 768] and swin_t.strides == [4, 8, 16, 32]
+    blocks = [b for stage in swin_t.layers for b in stage.blocks]
+    assert [len(s.blocks) for s in swin_t.layers] == [2, 2, 6, 2]
+    assert [b.attn.num_heads for b in blocks] == [3, 3, 6, 6] + [12] * 6 + [24, 24]
+    assert all(b.window_size == (7, 7) for b in blocks)
+    assert [b.shift_size for b in blocks] == [(0, 0), (3, 3)] * 6
+    # Stochastic depth 0.3 over the 12 blocks (CAC's Swin-T config).
+    rates = [getattr(b.drop_path1, "drop_prob", 0.0) for b in blocks]
+    torch.testing.assert_close(torch.tensor(rates), torch.linspace(0, 0.3, 12))
+    assert sum(p.numel() for p in swin_t.parameters()) == 27_520_698
+
+
+def test_swin_t_loads_mmseg_segmentor_backbone(tmp_path):
+    """A whole Swin-T at its real widths through the mmseg import: window 7 never
+    divides the stages of a 60x44 image, so mmseg's pad-then-shift order counts."""
+    source = _randomise(build_backbone("swin_tiny_w7"), seed=8)
+    state = _timm_to_mmseg_swin(source.state_dict())
+    assert state["patch_embed.projection.weight"].shape == (96, 3, 4, 4)
+    assert state["stages.2.downsample.reduction.weight"].shape == (768, 1536)
+    path = tmp_path / "cac_swin_t.pth"
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in state.items()}}, path)
+    loaded = build_backbone("swin_tiny_w7", pretrained=path).eval()
+    _assert_same_outputs(loaded, source, torch.randn(1, 3, 60, 44))
 
 
 # --- arguments and errors ---------------------------------------------------

@@ -20,7 +20,8 @@ Formats read (detected from the keys):
   ``stages.{i}.blocks.{j}.attn.w_msa.*``, ``...ffn.layers.{0.0,1}.*``,
   ``stages.{i}.downsample.{norm,reduction}.*`` (unfold channel order),
   ``norm{i}.*``;
-- the official Swin ImageNet release (``swin_base_patch4_window12_384.pth``):
+- the official Swin ImageNet release (``swin_base_patch4_window12_384.pth``,
+  ``swin_tiny_patch4_window7_224.pth``):
   ``layers.{i}.downsample.*`` at the end of stage i, under ``"model"``.
 """
 

@@ -12,6 +12,10 @@
 - ``swin_base_w12``: Swin-B, window 12 (``swin_base_patch4_window12_384``),
   stochastic depth 0.3, a LayerNorm on each stage's output as in mmseg's Swin.
   Maps of 128, 256, 512, 1024 channels at strides 4, 8, 16, 32; any input size.
+- ``swin_tiny_w7``: Swin-T, window 7 (``swin_tiny_patch4_window7_224``: embed
+  96, depths 2-2-6-2, heads 3-6-12-24), stochastic depth 0.3, the same output
+  norms (the backbone of CAC's UPerNet Swin-T). Maps of 96, 192, 384, 768
+  channels at strides 4, 8, 16, 32.
 
 Every backbone maps an image batch (B, 3, H, W) to a list of four NCHW maps and
 has ``out_channels`` and ``strides`` attributes.
@@ -31,7 +35,19 @@ from torch import nn
 
 from .backbone_weights import load_backbone_weights
 
-BACKBONES = ("resnet18_v1c", "resnet34_v1c", "resnet50_v1c", "resnet101_v1c", "swin_base_w12")
+BACKBONES = (
+    "resnet18_v1c",
+    "resnet34_v1c",
+    "resnet50_v1c",
+    "resnet101_v1c",
+    "swin_base_w12",
+    "swin_tiny_w7",
+)
+# The timm Swin each Swin backbone name is built from.
+_SWIN_VARIANTS = {
+    "swin_base_w12": "swin_base_patch4_window12_384",
+    "swin_tiny_w7": "swin_tiny_patch4_window7_224",
+}
 # timm builds V1c basic-block ResNets from its plain ones with the deep stem.
 _BASIC_V1C = dict(stem_type="deep", stem_width=32)
 _LOCAL_HINT = (
@@ -167,9 +183,10 @@ class SwinBackbone(nn.Module):
 
     ``forward(img)`` returns each stage's output, layer-normalised
     (``out_norms``) and in NCHW: channels ``out_channels`` (128, 256, 512,
-    1024 for Swin-B) at ``strides = [4, 8, 16, 32]``. Any input size works:
-    the image is zero-padded on the right and bottom to a multiple of 4 and
-    each stage to a multiple of the window, as in mmseg.
+    1024 for Swin-B; 96, 192, 384, 768 for Swin-T) at ``strides = [4, 8, 16,
+    32]``. Any input size works: the image is zero-padded on the right and
+    bottom to a multiple of 4 and each stage to a multiple of the window, as
+    in mmseg.
 
     The blocks are timm's modules; their attention runs through
     :func:`_window_attention` (mmseg's pad-then-shift order), every block uses
@@ -223,7 +240,8 @@ def build_backbone(name: str, pretrained=False, **kwargs) -> ResNetV1c | SwinBac
 
     Args:
         name: one of :data:`BACKBONES`: ``"resnet18_v1c"``, ``"resnet34_v1c"``,
-            ``"resnet50_v1c"``, ``"resnet101_v1c"``, ``"swin_base_w12"``.
+            ``"resnet50_v1c"``, ``"resnet101_v1c"``, ``"swin_base_w12"``,
+            ``"swin_tiny_w7"``.
         pretrained: False (random initialisation); True (timm's ImageNet
             weights, fetched by timm); or the path of a local checkpoint (or a
             loaded state dict): timm, mmseg/mmcv or official Swin format,
@@ -241,4 +259,4 @@ def build_backbone(name: str, pretrained=False, **kwargs) -> ResNetV1c | SwinBac
         raise ValueError(f"name must be one of {BACKBONES}; got {name!r}")
     if name.startswith("resnet"):
         return ResNetV1c(int(name[len("resnet") : -len("_v1c")]), pretrained=pretrained, **kwargs)
-    return SwinBackbone("swin_base_patch4_window12_384", pretrained=pretrained, **kwargs)
+    return SwinBackbone(_SWIN_VARIANTS[name], pretrained=pretrained, **kwargs)
