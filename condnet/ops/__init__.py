@@ -1,4 +1,4 @@
-"""CondNet's conditional-classifier ops.
+"""The ops of image-conditioned classifiers: CondNet's and CAC's.
 
     guide_logits, class_feats = class_pool(x, guide_weight, guide_bias)
     weight, bias = project(class_feats, proj_weight, proj_bias, layout="grouped_conv")
@@ -9,6 +9,13 @@ once:
 
     logits, guide_logits = conditional_classifier(x, guide_weight, guide_bias,
                                                   proj_weight, proj_bias, layout="grouped_conv")
+
+CAC's context-aware classifier, the same way:
+
+    guide_logits, centres, mass = context_pool(x, guide_weight, guide_bias)
+    logits = cosine_classify(x, weight, scale=15.0)
+    logits, static_logits = context_aware_classifier(x, seg_weight, seg_bias,
+                                                     proj_in_weight, proj_out_weight, proj_out_bias)
 
 Every op runs on the backend the registry (:mod:`condnet.ops.registry`)
 chooses: the compiled kernels when the extension is built (see
@@ -25,6 +32,9 @@ from .extension import build_info
 from .functional import (
     class_pool,
     conditional_classifier,
+    context_aware_classifier,
+    context_pool,
+    cosine_classify,
     dynamic_classify,
     project,
     project_grouped_conv,
@@ -49,6 +59,9 @@ __all__ = [
     "build_info",
     "class_pool",
     "conditional_classifier",
+    "context_aware_classifier",
+    "context_pool",
+    "cosine_classify",
     "dynamic_classify",
     "project",
     "project_grouped_conv",

@@ -8,10 +8,13 @@ import condnet
 
 from . import registry
 
-OPS = ("class_pool", "dynamic_classify", "project", "conditional_classifier")
+OPS = registry.OPS
 # Ops made of others (CompositeExplicitAutograd): they run on a device when
 # every part has a kernel there.
-COMPOSITES = {"conditional_classifier": ("class_pool", "project", "dynamic_classify")}
+COMPOSITES = {
+    "conditional_classifier": ("class_pool", "project", "dynamic_classify"),
+    "context_aware_classifier": ("context_pool", "cosine_classify"),
+}
 _DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 BUILD_HINT = (
     "build it from the repository root with "
@@ -36,7 +39,13 @@ def _kernels() -> dict[str, frozenset[str]]:
     """
     if LOAD_ERROR is not None:
         return {op: frozenset() for op in OPS}
-    has = torch._C._dispatch_has_kernel_for_dispatch_key
+
+    def has(op: str, key: str) -> bool:
+        try:
+            return torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
+        except RuntimeError:  # a build older than the op: rebuild to get it
+            return False
+
     kernels = {
         op: frozenset(dev for dev, key in _DEVICE_KEYS.items() if has(f"condnet::{op}", key))
         for op in OPS

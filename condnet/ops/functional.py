@@ -7,8 +7,14 @@ from typing import overload
 
 import torch
 
-from . import layouts, registry
+from . import cac, layouts, registry
+from .context_validation import (
+    check_context_aware_classifier,
+    check_context_pool,
+    check_cosine_classify,
+)
 from .validation import (
+    _HALF,
     check_class_pool,
     check_conditional_classifier,
     check_dynamic_classify,
@@ -201,3 +207,138 @@ def conditional_classifier(
     kernel = registry.kernel("conditional_classifier", x.device.type, backend)
     logits, guide_logits, _, _ = kernel(x, guide_weight, guide_bias, A, a, layout)
     return logits, guide_logits
+
+
+def context_pool(
+    x: torch.Tensor,
+    guide_weight: torch.Tensor,
+    guide_bias: torch.Tensor | None = None,
+    *,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CAC's pooling, fused: static logits, class centres and class masses.
+
+    ``s = guide_weight @ x + guide_bias``, ``P = softmax_K(s)``,
+    ``mass = sum_n P``, ``centres = P @ x^T / (mass + 1e-12)``: each class's
+    mean feature weighted by its soft mask (CondNet's :func:`class_pool`
+    divides by the pixel count instead).
+
+    Args:
+        x: features (B, C, H, W).
+        guide_weight: (K, C), or (B, K, C) for one per image.
+        guide_bias: optional (K,).
+        backend: as for :func:`class_pool`.
+
+    Returns:
+        ``(guide_logits, centres, mass)``: (B, K, H, W), (B, K, C), (B, K), in x's dtype.
+    """
+    x, guide_weight, guide_bias = _autocast(x, guide_weight, guide_bias)
+    check_context_pool(x, guide_weight, guide_bias)
+    kernel = registry.kernel("context_pool", x.device.type, backend)
+    guide_logits, centres, mass = kernel(x, guide_weight, guide_bias)
+    return guide_logits, centres, mass
+
+
+def cosine_classify(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    scale: float = 1.0,
+    eps: float = cac.DEFAULT_EPS,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Cosine logits: ``scale * <weight / max(|weight|, eps), x / max(|x|, eps)>``,
+    each pixel's norm taken in the same pass over C as the product.
+
+    Args:
+        x: features (B, C, H, W).
+        weight: classifiers (K, C), or (B, K, C) one set per image.
+        scale: the logits' scale (CAC: 15).
+        eps: the norms' lower clamp (``F.normalize``'s 1e-12 by default, so a
+            zero vector gives zero logits); 0 divides exactly, as the released
+            CAC code does (NaN for a zero vector).
+        backend: as for :func:`class_pool`.
+
+    Returns:
+        logits (B, K, H, W) in x's dtype.
+    """
+    x, weight, _ = _autocast(x, weight, None)
+    check_cosine_classify(x, weight, scale, eps)
+    if weight.dim() == 2:
+        weight = weight.unsqueeze(0).expand(x.shape[0], -1, -1)
+    length = weight.float().norm(dim=-1, keepdim=True) if weight.dtype in _HALF else None
+    if length is None:
+        length = weight.norm(dim=-1, keepdim=True)
+    classifier = (weight * (float(scale) / length.clamp_min(eps))).to(x.dtype)
+    kernel = registry.kernel("cosine_classify", x.device.type, backend)
+    logits, _ = kernel(x, classifier.contiguous(), float(eps))
+    return logits
+
+
+def context_aware_classifier(
+    x: torch.Tensor,
+    seg_weight: torch.Tensor,
+    seg_bias: torch.Tensor | None,
+    proj_in_weight: torch.Tensor,
+    proj_out_weight: torch.Tensor,
+    proj_out_bias: torch.Tensor | None = None,
+    *,
+    scale: float = 15.0,
+    eps: float = cac.DEFAULT_EPS,
+    channel_mask: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CAC's context-aware classifier, fused: :func:`context_pool`, the
+    generator of per-image classifiers, :func:`cosine_classify`.
+
+    On the kernel backends it is one op forward and one op backward, so x's
+    gradient is written once; the generator (B*K rows of 2C numbers) runs
+    in its weights' dtype, float32 master weights under autocast.
+
+    Args:
+        x: features (B, C, H, W).
+        seg_weight, seg_bias: the static classifier (``conv_seg``), (K, C) or
+            (K, C, 1, 1), and (K,) or None.
+        proj_in_weight: (Hd, 2C), the generator's first linear layer (no bias).
+        proj_out_weight, proj_out_bias: (C, Hd) and (C,) or None, its second.
+        scale: the cosine logits' scale (15 as released).
+        eps: the norms' lower clamp (see :func:`cosine_classify`).
+        channel_mask: optional (B, C) Dropout2d multipliers for the static
+            logits only: the released head computes ``conv_seg(dropout(x))``
+            but pools and classifies x itself.
+        backend: as for :func:`class_pool`.
+
+    Returns:
+        ``(logits, static_logits)``, both (B, K, H, W) in x's dtype.
+    """
+    x, seg_weight, seg_bias = _autocast(x, seg_weight, seg_bias)
+    if channel_mask is not None:
+        (channel_mask,) = _autocast(channel_mask)
+    check_context_aware_classifier(
+        x,
+        seg_weight,
+        seg_bias,
+        proj_in_weight,
+        proj_out_weight,
+        proj_out_bias,
+        scale,
+        eps,
+        channel_mask,
+    )
+    class_weight = seg_weight.flatten(1)
+    guide_weight = class_weight
+    if channel_mask is not None:
+        guide_weight = class_weight.unsqueeze(0) * channel_mask.unsqueeze(1)
+    kernel = registry.kernel("context_aware_classifier", x.device.type, backend)
+    logits, static_logits, *_ = kernel(
+        x,
+        guide_weight,
+        seg_bias,
+        class_weight,
+        proj_in_weight,
+        proj_out_weight,
+        proj_out_bias,
+        float(scale),
+        float(eps),
+    )
+    return logits, static_logits

@@ -16,17 +16,31 @@ Shapes: x (B, C, H, W), N = H * W pixels, K classes.
 
 The 1/N factor divides by the pixel count, not by sum_n p: that is what the
 released CondNet model does.
+
+CAC's context-aware classifier (Tian et al., AAAI 2023) on the same steps:
+
+    s = Wg x + bg                  static logits (B, K, H, W); Wg (K, C) or per image (B, K, C)
+    P = softmax_k(s)
+    mass[b, k] = sum_n P[b, k, n]                              (B, K)
+    centres = P x^T / (mass + MASS_EPS)                        (B, K, C)
+    v = scale * w / max(|w|, eps),  w = the generator (cac.py) of [centres; W]
+    y[b, k, n] = <v[b, k], x[b, :, n]> / max(|x[b, :, n]|, eps)   logits
 """
 
 from __future__ import annotations
 
 import torch
 
+from .cac import DEFAULT_EPS, MASS_EPS, generate
 from .layouts import GROUPED_CONV, PER_CLASS, canonical_projection, check_layout, split_theta
 
 __all__ = [
     "class_pool",
     "conditional_classifier",
+    "context_aware_classifier",
+    "context_pool",
+    "cosine_classify",
+    "cosine_logits",
     "dynamic_classify",
     "project",
     "project_grouped_conv",
@@ -181,3 +195,95 @@ def conditional_classifier(
     project_fn = project_grouped_conv if layout == GROUPED_CONV else project_per_class
     weight, bias = project_fn(class_feats, proj_weight, proj_bias)
     return dynamic_classify(x, weight, bias), guide_logits
+
+
+def _per_image(weight: torch.Tensor, batch: int) -> torch.Tensor:
+    return weight.unsqueeze(0).expand(batch, -1, -1) if weight.dim() == 2 else weight
+
+
+def context_pool(
+    x: torch.Tensor,
+    guide_weight: torch.Tensor,
+    guide_bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CAC's pooling: static logits, class centres and class masses.
+
+    Args:
+        x: features (B, C, H, W).
+        guide_weight: (K, C), or (B, K, C) for one guide per image (the
+            static classifier with a Dropout2d mask folded in).
+        guide_bias: optional (K,).
+
+    Returns:
+        ``(guide_logits, centres, mass)``: (B, K, H, W), (B, K, C) and (B, K),
+        in x's dtype; ``centres = P x^T / (mass + MASS_EPS)``.
+    """
+    B, C, H, W = x.shape
+    x_flat = x.reshape(B, C, H * W)
+    g = torch.matmul(_per_image(guide_weight, B), x_flat)
+    if guide_bias is not None:
+        g = g + guide_bias[:, None]
+    p = torch.softmax(g.float() if g.dtype in _LOW_PRECISION else g, dim=1)
+    mass = p.sum(-1)
+    sums = torch.matmul(p.to(x.dtype), x_flat.transpose(1, 2))
+    centres = sums / (mass.to(sums.dtype) + MASS_EPS)[..., None]
+    return g.reshape(B, -1, H, W), centres.to(x.dtype), mass.to(x.dtype)
+
+
+def cosine_classify(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    scale: float = 1.0,
+    eps: float = DEFAULT_EPS,
+) -> torch.Tensor:
+    """Cosine logits: ``scale * <weight / max(|weight|, eps), x / max(|x|, eps)>``.
+
+    Args:
+        x: features (B, C, H, W).
+        weight: classifiers (K, C), or (B, K, C) one set per image.
+        scale: the logits' scale (15 in CAC).
+        eps: the norms' lower clamp; 0 divides exactly (NaN for a zero vector).
+
+    Returns:
+        logits (B, K, H, W) in x's dtype; the norms are summed in float32
+        for 16-bit inputs.
+    """
+    compute = torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
+    weight = _per_image(weight, x.shape[0]).to(compute)
+    v = weight * (scale / weight.norm(dim=-1, keepdim=True).clamp_min(eps))
+    return cosine_logits(x, v, eps)
+
+
+def cosine_logits(x: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
+    """``<v[b, k], x[b, :, n]> / max(|x[b, :, n]|, eps)``: the cosine logits for
+    classifiers v (B, K, C) already scaled and normalised (the form the
+    kernels' ``cosine_classify`` takes)."""
+    B, C, H, W = x.shape
+    compute = torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
+    x_flat = x.reshape(B, C, H * W).to(compute)
+    y = torch.matmul(v.to(compute), x_flat) / x_flat.norm(dim=1, keepdim=True).clamp_min(eps)
+    return y.reshape(B, -1, H, W).to(x.dtype)
+
+
+def context_aware_classifier(
+    x: torch.Tensor,
+    guide_weight: torch.Tensor,
+    guide_bias: torch.Tensor | None,
+    class_weight: torch.Tensor,
+    proj_in_weight: torch.Tensor,
+    proj_out_weight: torch.Tensor,
+    proj_out_bias: torch.Tensor | None = None,
+    scale: float = 15.0,
+    eps: float = DEFAULT_EPS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CAC's whole classifier: ``(logits, guide_logits)``.
+
+    :func:`context_pool` with ``guide_weight``; the generator (:mod:`.cac`)
+    on the centres and ``class_weight`` (K, C), the static classifier;
+    :func:`cosine_classify` with the generated per-image classifiers.
+    ``proj_in_weight`` (Hd, 2C), ``proj_out_weight`` (C, Hd) and
+    ``proj_out_bias`` (C,) are the generator's two linear layers.
+    """
+    guide_logits, centres, _ = context_pool(x, guide_weight, guide_bias)
+    v = generate(centres, class_weight, proj_in_weight, proj_out_weight, proj_out_bias, scale, eps)
+    return cosine_logits(x, v, eps), guide_logits

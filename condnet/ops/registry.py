@@ -37,8 +37,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 # The ops every backend provides, by the names of their schemas (schemas.py).
-# conditional_classifier returns (logits, guide_logits, class_feats, theta).
-OPS = ("class_pool", "dynamic_classify", "project", "conditional_classifier")
+# conditional_classifier returns (logits, guide_logits, class_feats, theta);
+# context_aware_classifier (logits, guide_logits, centres, mass, classifier,
+# x_norm) on the kernel backends, (logits, guide_logits) on the reference.
+OPS = (
+    "class_pool",
+    "dynamic_classify",
+    "project",
+    "conditional_classifier",
+    "context_pool",
+    "cosine_classify",
+    "context_aware_classifier",
+)
 
 AUTO = "auto"
 
