@@ -1,6 +1,8 @@
 """Modules built on :mod:`condnet.ops`, and CondNet's classifier in other networks."""
 
+from .cac_losses import cac_losses
 from .conditional_classifier import LAYOUTS, ConditionalClassifier
+from .context_aware_classifier import ContextAwareClassifier, ContextAwareOutput
 from .convert import conditional_classifiers, make_conditional
 from .discovery import find_classifiers
 from .drop_in import INITS, DropInConditionalClassifier
@@ -12,7 +14,10 @@ __all__ = [
     "INITS",
     "LAYOUTS",
     "ConditionalClassifier",
+    "ContextAwareClassifier",
+    "ContextAwareOutput",
     "DropInConditionalClassifier",
+    "cac_losses",
     "conditional_classifiers",
     "dice_guidance_loss",
     "find_classifiers",

@@ -18,12 +18,16 @@ from torch import nn
 from condnet import ops
 
 from .conditional_classifier import ConditionalClassifier
+from .context_aware_classifier import ContextAwareClassifier
 
 
-def set_backend(model: nn.Module, backend: str | None) -> list[ConditionalClassifier]:
+def set_backend(
+    model: nn.Module, backend: str | None
+) -> list[ConditionalClassifier | ContextAwareClassifier]:
     """Sets ``backend`` (one of :data:`condnet.ops.BACKENDS`, or None to follow
     ``use_backend`` / ``CONDNET_BACKEND`` again) on every
-    :class:`ConditionalClassifier` in ``model``; returns them.
+    :class:`ConditionalClassifier` and :class:`ContextAwareClassifier` in
+    ``model``; returns them.
 
     Raises:
         ValueError: ``backend`` is not a backend name, or ``model`` has no
@@ -34,11 +38,13 @@ def set_backend(model: nn.Module, backend: str | None) -> list[ConditionalClassi
         raise ValueError(f"backend must be None or one of {ops.BACKENDS}; got {backend!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
-    classifiers = [m for m in model.modules() if isinstance(m, ConditionalClassifier)]
+    classifiers = [
+        m for m in model.modules() if isinstance(m, ConditionalClassifier | ContextAwareClassifier)
+    ]
     if not classifiers:
         raise ValueError(
             f"{type(model).__name__} has no ConditionalClassifier: its plain classifier runs "
-            "no condnet op, so a backend has no effect"
+            "no condnet op, so a backend has no effect (nor has it a ContextAwareClassifier)"
         )
     for classifier in classifiers:
         classifier.backend = backend
