@@ -1,4 +1,4 @@
-"""``make_conditional``: CondNet's classifier in a network that has a plain one."""
+"""``make_conditional``: CondNet's or CAC's classifier in a network that has a plain one."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ from torch import nn
 from condnet.ops.layouts import check_layout
 
 from .conditional_classifier import ConditionalClassifier
+from .context_aware_classifier import ContextAwareClassifier
 from .discovery import find_classifiers
 from .drop_in import INITS, DropInConditionalClassifier
+from .drop_in_context_aware import DropInContextAwareClassifier
 
-__all__ = ["conditional_classifiers", "make_conditional"]
+__all__ = ["VARIANTS", "conditional_classifiers", "make_conditional"]
+
+# "condnet": CondNet's conditional classifier; "cac": CAC's context-aware one.
+VARIANTS = ("condnet", "cac")
 
 
 def _targets(target: object) -> list[str]:
@@ -39,8 +44,9 @@ def _lookup(model: nn.Module, name: str) -> nn.Conv2d:
             f"target {name!r} is not a submodule of the model; its last nn.Conv2d modules "
             f"are: {shown}"
         ) from None
-    if isinstance(module, ConditionalClassifier):
-        raise ValueError(f"target {name!r} is already a conditional classifier")
+    if isinstance(module, (ConditionalClassifier, ContextAwareClassifier)):
+        kind = "a conditional" if isinstance(module, ConditionalClassifier) else "a context-aware"
+        raise ValueError(f"target {name!r} is already {kind} classifier")
     if not isinstance(module, nn.Conv2d):
         raise ValueError(f"target {name!r} must be an nn.Conv2d; it is a {type(module).__name__}")
     return module
@@ -59,7 +65,8 @@ def make_conditional(
     model: nn.Module,
     target: str | Sequence[str] | None = None,
     *,
-    layout: str = "grouped_conv",
+    variant: str = "condnet",
+    layout: str | None = None,
     init: str = "from_classifier",
     dropout: float = 0.0,
     auxiliary: bool = False,
@@ -67,12 +74,14 @@ def make_conditional(
     output: str | int | None = None,
 ) -> nn.Module:
     """Replaces a network's final classifier conv(s) with CondNet's conditional
-    classifier, in place, and returns the network.
+    classifier or CAC's context-aware classifier, in place, and returns the network.
 
-    Each replaced ``nn.Conv2d(C, K, k)`` becomes a
-    :class:`DropInConditionalClassifier` that the network calls as before and
-    that returns logits of the same shape, dtype and device. Train with
-    :func:`condnet.nn.guidance_loss` added to the network's own loss.
+    Each replaced ``nn.Conv2d(C, K, k)`` becomes a drop-in classifier that the
+    network calls as before and that returns logits of the same shape, dtype
+    and device: a :class:`DropInConditionalClassifier` (``variant="condnet"``;
+    train with :func:`condnet.nn.guidance_loss` added to the network's own
+    loss) or a :class:`DropInContextAwareClassifier` (``variant="cac"``; train
+    with :func:`condnet.nn.cac_auxiliary_loss` added to it).
 
     Args:
         model: the network (convert it before ``torch.compile`` or DDP).
@@ -84,16 +93,20 @@ def make_conditional(
             ``classifier.high_classifier``, the classifier of the semantic
             branch; ``low_classifier`` stays a plain conv (pass both names to
             convert both).
-        layout: ``"grouped_conv"`` (the released grouped-conv projection) or
-            ``"per_class"``.
-        init: ``"from_classifier"`` (default) warm-starts from the conv's
-            weights: the guidance conv copies it and the projection's weight is
+        variant: ``"condnet"`` (default) or ``"cac"``.
+        layout: CondNet only: ``"grouped_conv"`` (the released grouped-conv
+            projection; None means this) or ``"per_class"``.
+        init: ``"from_classifier"`` (default) starts from the conv's weights.
+            CondNet: the guidance conv copies it and the projection's weight is
             0 with the conv in its bias, so the converted network computes the
             same logits as before (equal up to float rounding; tested in
-            float64) and fine-tuning starts from the trained classifier.
+            float64). CAC: ``conv_seg`` copies it and ``proj``/``apd_proj`` are
+            freshly initialised, so the static logits are the old ones but the
+            cosine logits are not (docs/integrations.md says how far apart).
             ``"random"`` uses the released initialisation instead.
-        dropout: ``Dropout2d`` on the classifier's input; 0 by default since
-            the host heads keep their own dropout.
+        dropout: ``Dropout2d`` on the classifier's input (CAC: on the static
+            logits' input only, as released); 0 by default since the host
+            heads keep their own dropout.
         auxiliary: with ``target=None``, also replace the classifier of each
             auxiliary head (one that runs but does not feed the main output).
         example_input: the input of the probing forward when ``target`` is
@@ -109,7 +122,15 @@ def make_conditional(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
-    layout = check_layout(layout)
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}; got {variant!r}")
+    if variant == "cac" and layout is not None:
+        raise ValueError(
+            f"layout={layout!r} applies only to variant='condnet' (the layout of CondNet's "
+            "projection); CAC's generators have one layout, so leave layout unset"
+        )
+    if variant == "condnet":
+        layout = check_layout("grouped_conv" if layout is None else layout)
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}; got {init!r}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
@@ -131,7 +152,14 @@ def make_conditional(
         names = _targets(target)
     convs = [_lookup(model, name) for name in names]
     for conv in dict.fromkeys(convs):
-        new = DropInConditionalClassifier.from_conv(conv, layout=layout, init=init, dropout=dropout)
+        new: nn.Module
+        if variant == "cac":
+            new = DropInContextAwareClassifier.from_conv(conv, init=init, dropout=dropout)
+        else:
+            assert layout is not None  # checked above
+            new = DropInConditionalClassifier.from_conv(
+                conv, layout=layout, init=init, dropout=dropout
+            )
         _replace(model, conv, new)
     return model
 

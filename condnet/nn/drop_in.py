@@ -19,7 +19,7 @@ from torch.nn.modules.utils import _pair
 from .conditional_classifier import ConditionalClassifier, check_features
 from .warm_start import warm_start_
 
-__all__ = ["INITS", "DropInConditionalClassifier"]
+__all__ = ["INITS", "DropInConditionalClassifier", "conv_geometry", "unfold_patches"]
 
 INITS = ("from_classifier", "random")
 
@@ -31,6 +31,35 @@ def _size(value: object, name: str, minimum: int) -> tuple[int, int]:
     ):
         raise ValueError(f"{name} must be an int >= {minimum} or a pair of them; got {value!r}")
     return (int(pair[0]), int(pair[1]))
+
+
+Pair = tuple[int, int]
+
+
+def conv_geometry(
+    kernel_size: object, stride: object, padding: object, dilation: object
+) -> tuple[Pair, Pair, Pair, Pair]:
+    """A conv's kernel size, stride, padding and dilation, each checked and as a pair."""
+    return (
+        _size(kernel_size, "kernel_size", 1),
+        _size(stride, "stride", 1),
+        _size(padding, "padding", 0),
+        _size(dilation, "dilation", 1),
+    )
+
+
+def unfold_patches(
+    feat: torch.Tensor, kernel_size: Pair, stride: Pair, padding: Pair, dilation: Pair
+) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C*kh*kw, h, w): each output pixel's k x k patch, laid
+    out channel-major as a conv's weight is, on the conv's output grid."""
+    B, _, H, W = feat.shape
+    (kh, kw), (sh, sw) = kernel_size, stride
+    (ph, pw), (dh, dw) = padding, dilation
+    h = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    w = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    cols = F.unfold(feat, kernel_size, dilation, padding, stride)
+    return cols.reshape(B, -1, h, w)
 
 
 class DropInConditionalClassifier(ConditionalClassifier):
@@ -77,9 +106,9 @@ class DropInConditionalClassifier(ConditionalClassifier):
             raise ValueError(f"in_channels must be a positive int; got {in_channels!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
-        kernel_size = _size(kernel_size, "kernel_size", 1)
-        stride, dilation = _size(stride, "stride", 1), _size(dilation, "dilation", 1)
-        padding = _size(padding, "padding", 0)
+        kernel_size, stride, padding, dilation = conv_geometry(
+            kernel_size, stride, padding, dilation
+        )
         # Dropout is applied here, before unfolding, so that it drops feature
         # channels as the host's Dropout2d would, not single patch entries.
         super().__init__(in_channels * kernel_size[0] * kernel_size[1], num_classes, layout, 0.0)
@@ -151,15 +180,6 @@ class DropInConditionalClassifier(ConditionalClassifier):
             self._guide_logits = None
         return super().train(mode)
 
-    def _unfold(self, feat: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = feat.shape
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        (ph, pw), (dh, dw) = self.padding, self.dilation
-        h = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-        w = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        cols = F.unfold(feat, self.kernel_size, self.dilation, self.padding, self.stride)
-        return cols.reshape(B, -1, h, w)
-
     def forward(
         self, feat: torch.Tensor, return_guide: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -167,7 +187,7 @@ class DropInConditionalClassifier(ConditionalClassifier):
         if self.input_dropout is not None:
             feat = self.input_dropout(feat)
         if self.patches:
-            feat = self._unfold(feat)
+            feat = unfold_patches(feat, self.kernel_size, self.stride, self.padding, self.dilation)
         logits, guide = super().forward(feat, return_guide=True)
         if self.training and torch.is_grad_enabled():
             self._guide_logits = guide

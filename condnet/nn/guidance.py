@@ -161,7 +161,8 @@ def guidance_loss(
         raise ValueError(
             "model has no conditional classifier made by condnet.nn.make_conditional; "
             "convert it first (a ConditionalClassifier you call yourself returns its guide "
-            "logits with return_guide=True; use condnet.nn.dice_guidance_loss)"
+            "logits with return_guide=True; use condnet.nn.dice_guidance_loss; a model "
+            "converted with variant='cac' takes condnet.nn.cac_auxiliary_loss)"
         )
     guides = [module.guide_logits for _, module in classifiers]
     missing = [name for (name, _), guide in zip(classifiers, guides, strict=True) if guide is None]
