@@ -360,3 +360,35 @@ def test_bad_loss_inputs():
         cac_losses(out, torch.full_like(label, K))
     with pytest.raises(TypeError, match="ignore_index must be an int"):
         cac_losses(out, label, ignore_index=255.0)
+
+
+def test_a_training_step_captures_in_one_graph():
+    """The oracle and the losses skip their label-value check (a host sync)
+    while compiling, so a training step is one graph."""
+    clf, _ = make_pair(released=False, dropout=0.0)
+    clf.train()
+    x, label = features(), make_label()
+
+    def step(x, label):
+        return sum(cac_losses(clf(x, label=label), label).values())
+
+    compiled = torch.compile(step, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x, label), step(x, label), **TOL)
+
+
+def test_autocast_keeps_the_losses_and_gradients_in_float32():
+    torch.manual_seed(0)
+    clf = ContextAwareClassifier(16, K, dropout=0.0).train()
+    nn.init.normal_(clf.conv_seg.weight, std=0.3)
+    x = torch.randn(B, 16, H, W)
+    label = make_label()
+    exact = cac_losses(clf(x, label=label), label)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = clf(x, label=label)
+        losses = cac_losses(out, label)
+    assert out.logits.dtype == out.oracle_logits.dtype == torch.bfloat16
+    for name in LOSSES:
+        assert losses[name].dtype == torch.float32
+        torch.testing.assert_close(losses[name], exact[name], rtol=3e-2, atol=3e-2, msg=name)
+    sum(losses.values()).backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in clf.parameters())

@@ -98,16 +98,20 @@ class ContextAwareClassifier(nn.Module):
       the oracle sees a class in an image where it is absent.
     - The norms of the features and of the generated classifiers are clamped
       at 1e-12 (``F.normalize``'s policy): released, ``get_pred`` divides by
-      the norms exactly, so a zero feature vector (all channels zero after the
-      head's ReLU) gives NaN logits and NaN gradients for the whole batch.
+      the norms exactly, so one zero feature vector (all channels zero after
+      the head's ReLU) gives NaN logits at its pixel, a NaN loss and NaN
+      gradients for every parameter.
       The oracle already used ``F.normalize``, so it is the same in both modes.
 
     In both modes: the class centres divide by the soft mass + 1e-12 and the
     oracle's class means by the pixel count + 1e-12 (as released; the count is
     at least 1, so it does not matter). The losses' own differences are listed
-    by :func:`condnet.nn.cac_losses`. A released detail that is not numerics:
+    by :func:`condnet.nn.cac_losses`. Released details that are not numerics:
     the released head takes ``conv_seg.weight.squeeze()``, which breaks for
-    K = 1; this module flattens instead.
+    K = 1 (this module flattens instead), and indexes with any label value
+    but 255 (here a value outside [0, K) that is not ``ignore_index`` raises a
+    ValueError naming ``label``; the check is skipped while compiling, as it
+    syncs with the host).
 
     Attributes:
         backend: the backend of this module's ops, None (the default) to
@@ -227,7 +231,9 @@ class ContextAwareClassifier(nn.Module):
         if label.shape[0] != x.shape[0]:
             raise ValueError(f"label has batch size {label.shape[0]}; x has {x.shape[0]}")
         K = self.num_classes
-        check_label_values(label, K, ignore_index)
+        if not torch.compiler.is_compiling():
+            # The check syncs with the host, which a fullgraph compile cannot hold.
+            check_label_values(label, K, ignore_index)
         label = resize_label(label, x.shape[-2:]).flatten(1)  # (B, N)
         weight = self.conv_seg.weight.flatten(1)  # (K, C)
         # Means of features in float32 for 16-bit x (a pixel count in bfloat16
