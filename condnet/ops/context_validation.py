@@ -32,7 +32,8 @@ def check_eps(eps: object) -> float:
 
 
 def check_scale(scale: object) -> float:
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
+    # A comparison, not math.isfinite: torch.compile traces it for a symbolic scale.
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not abs(scale) < math.inf:
         raise ValueError(f"scale must be a finite number, got {scale!r}")
     return float(scale)
 
