@@ -38,6 +38,13 @@ RELEASED = {
     "condnet_r50-d8_512x1024_80k_cityscapes.py": "condnet_r50-d8_cityscapes",
     "condnet_r101-d8_512x1024_80k_cityscapes.py": "condnet_r101-d8_cityscapes",
 }
+RELEASED_SWIN = "condnet_upernet_swin-b_512x512_160k_ade20k.py"
+# CAC's released recipes (condnet/configs/cac) -> model name; each has a plain twin there.
+CAC = {
+    "cac_r50-d8_512x512_160k_ade20k.py": "cac_r50-d8_ade20k",
+    "cac_upernet_swin-t_512x512_160k_ade20k.py": "cac_upernet_swin-t_ade20k",
+    "cac_upernet_swin-b_512x512_160k_ade20k.py": "cac_upernet_swin-b_ade20k",
+}
 # Baseline file -> its CondNet twin.
 TWINS = {
     "upernet_swin-b_512x512_160k_ade20k.py": "condnet_upernet_swin-b_512x512_160k_ade20k.py",
@@ -71,6 +78,16 @@ def test_every_released_model_has_a_config_and_a_baseline():
         cfg = load_config(CONFIGS / "condnet" / file)
         assert cfg.model.to_dict() == {"name": name, "pretrained_backbone": True}
         names |= {name, name + PLAIN_SUFFIX}
+    for file, name in CAC.items():
+        cfg = load_config(CONFIGS / "cac" / file)
+        assert cfg.model.to_dict() == {"name": name, "pretrained_backbone": True}
+        plain = load_config(CONFIGS / "cac" / file.replace("cac_", "plain_", 1))
+        assert with_options(plain, {"model.name": name}) == cfg
+        assert plain.model.name == name + PLAIN_SUFFIX
+        names |= {name, name + PLAIN_SUFFIX}
+    assert sorted(p.name for p in (CONFIGS / "cac").glob("*.py")) == sorted(
+        [*CAC, *(f.replace("cac_", "plain_", 1) for f in CAC)]
+    )
     assert names == set(list_models())
 
 
@@ -146,6 +163,34 @@ def test_released_settings():
     assert swin.lr_config.to_dict() == dict(
         policy="poly", power=1.0, min_lr=0.0, warmup="linear", warmup_iters=1500, warmup_ratio=1e-6
     )
+
+
+def test_cac_released_settings():
+    """The recipes of CAC's released configs: batch 16 as 4 GPUs x 4 images
+    (DeepLabV3+ R50, UPerNet Swin-T) or 8 x 2 (Swin-B); 160k iterations of
+    512x512 crops; SGD 0.01 (R50) or mmseg's AdamW Swin recipe; an evaluation
+    every 8000 iterations."""
+
+    def load(name):
+        return load_config(CONFIGS / "cac" / name)
+
+    r50 = load("cac_r50-d8_512x512_160k_ade20k.py")
+    swin_t = load("cac_upernet_swin-t_512x512_160k_ade20k.py")
+    swin_b = load("cac_upernet_swin-b_512x512_160k_ade20k.py")
+    condnet_swin = load_config(CONFIGS / "condnet" / RELEASED_SWIN)
+    for cfg, per_gpu in ((r50, 4), (swin_t, 4), (swin_b, 2)):
+        assert cfg.data.samples_per_gpu == per_gpu and cfg.runner.max_iters == 160000
+        assert cfg.data.crop_size == (512, 512) and cfg.data.img_scale == (2048, 512)
+        assert cfg.evaluation.interval == 8000
+    opt = r50.optimizer
+    assert (opt.type, opt.lr, opt.momentum, opt.weight_decay) == ("SGD", 0.01, 0.9, 5e-4)
+    assert (r50.lr_config.policy, r50.lr_config.power) == ("poly", 0.9)
+    assert r50.checkpoint.interval == 8000
+    for swin in (swin_t, swin_b):  # mmseg's Swin recipe, as the CondNet Swin-B config has it
+        assert swin.optimizer == condnet_swin.optimizer
+        assert swin.lr_config == condnet_swin.lr_config
+    assert swin_t.model.config.backbone == "swin_tiny_w7"
+    assert swin_b.model.config.backbone == "swin_base_w12"
 
 
 # -- by name -----------------------------------------------------------------------------

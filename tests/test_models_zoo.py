@@ -36,8 +36,12 @@ def n_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
+# CAC's released models (tests/test_models_cac.py checks them).
+CAC = ["cac_r50-d8_ade20k", "cac_upernet_swin-t_ade20k", "cac_upernet_swin-b_ade20k"]
+
+
 def test_names_and_plain_twins():
-    assert list_models() == [n for name in RELEASED for n in (name, name + "-plain")]
+    assert list_models() == [n for name in RELEASED + CAC for n in (name, name + "-plain")]
     for name in RELEASED:
         twin = get_config(name + "-plain")
         assert twin.classifier == "plain" and get_config(name).classifier == "conditional"

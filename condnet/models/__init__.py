@@ -1,4 +1,4 @@
-"""CondNet segmentation models: backbones, heads, losses and inference.
+"""CondNet and CAC segmentation models: backbones, heads, losses and inference.
 
 Example::
 
@@ -6,11 +6,12 @@ Example::
     losses = model.forward_train(img, label)             # losses["loss"].backward()
     logits = model(img)                                  # (B, K, H, W)
     probs = model.eval().predict(img, output="probs")    # released test setting
-    model = load_released("condnet_r50.pth")             # released mmseg checkpoint
+    model = load_released("condnet_r50.pth")             # released mmseg checkpoint (CondNet, CAC)
     twin = conditional_twin(build_model("condnet_r50-d8_ade20k-plain"))  # warm start
 """
 
 from .backbones import BACKBONES, build_backbone
+from .cac_loss import CACLoss
 from .heads import ASPPHead, FCNHead, SepASPPHead, UPerHead
 from .inference import ADE20K_TTA_SCALES, aug_inference, slide_inference, whole_inference
 from .inference_config import InferenceConfig, check_inference_fields, resolve_inference
@@ -33,6 +34,7 @@ __all__ = [
     "PLAIN_SUFFIX",
     "WARM_START_TOLERANCE",
     "ASPPHead",
+    "CACLoss",
     "CondNetLoss",
     "FCNHead",
     "InferenceConfig",

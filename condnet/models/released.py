@@ -1,6 +1,6 @@
-"""Importing the released CondNet checkpoints (mmseg ``EncoderDecoder`` state
-dicts) into :class:`~condnet.models.Segmentor`. ``tools/convert_released.py``
-converts a file once::
+"""Importing the released CondNet and CAC checkpoints (mmseg 0.x
+``EncoderDecoder`` state dicts) into :class:`~condnet.models.Segmentor`.
+``tools/convert_released.py`` converts a file once::
 
     python tools/convert_released.py IN.pth OUT.pth [--model NAME]
 
@@ -13,13 +13,17 @@ Key mapping (mmseg -> condnet):
   ``decode_head.filter_project.conv.*`` -> ``decode_head.classifier.filter_project.*``
   (the conditional classifier, ``layout="grouped_conv"``);
 - ``decode_head.conv_seg.*`` and ``auxiliary_head.conv_seg.*`` ->
-  ``*.classifier.conv_seg.*`` (plain classifiers);
+  ``*.classifier.conv_seg.*`` (plain classifiers, and CAC's static classifier);
+- ``decode_head.proj.*`` and ``decode_head.apd_proj.*`` ->
+  ``decode_head.classifier.proj.*`` / ``.apd_proj.*`` (CAC's generators: the
+  released CAC heads hold the classifier's parameters themselves);
 - every other ``decode_head.*`` / ``auxiliary_head.*`` key is unchanged (the
   heads use mmcv's child names).
 
 Without a name, the model is inferred from the checkpoint: backbone (ResNet
-depth or Swin), head (DeepLabV3+ or UPerNet), classifier (conditional or plain)
-and number of classes (150 ADE20K, 59 Pascal Context, 19 Cityscapes).
+depth, Swin-B or Swin-T), head (DeepLabV3+ or UPerNet), classifier
+(conditional, CAC or plain) and number of classes (150 ADE20K, 59 Pascal
+Context, 19 Cityscapes).
 """
 
 from __future__ import annotations
@@ -43,7 +47,11 @@ _HEAD_RENAMES = (
     ("decode_head.filter_project.conv.", "decode_head.classifier.filter_project."),
     ("decode_head.conv_seg.", "decode_head.classifier.conv_seg."),
     ("auxiliary_head.conv_seg.", "auxiliary_head.classifier.conv_seg."),
+    ("decode_head.proj.", "decode_head.classifier.proj."),
+    ("decode_head.apd_proj.", "decode_head.classifier.apd_proj."),
 )
+# Swin's embedding width -> backbone name.
+_SWIN_WIDTHS = {128: "swin_base_w12", 96: "swin_tiny_w7"}
 
 
 def read_released(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
@@ -97,7 +105,8 @@ def infer_model_name(state: Mapping[str, torch.Tensor]) -> str:
     state = convert_released(state)  # a no-op on keys that are already converted
     backbone: str | None
     if any(k.startswith(("backbone.layers.", "backbone.patch_embed.")) for k in state):
-        backbone = "swin_base_w12"
+        embed = state.get("backbone.patch_embed.proj.weight")
+        backbone = None if embed is None else _SWIN_WIDTHS.get(embed.shape[0])
     else:
         blocks = {int(m[1]) for k in state if (m := re.match(r"backbone\.layer3\.(\d+)\.", k))}
         depth = {6: 50, 23: 101}.get(len(blocks))
@@ -110,6 +119,8 @@ def infer_model_name(state: Mapping[str, torch.Tensor]) -> str:
         head = "aspp"
     if "decode_head.classifier.guidance_project.weight" in state:
         classifier, k_from = "conditional", "decode_head.classifier.guidance_project.weight"
+    elif "decode_head.classifier.proj.0.weight" in state:
+        classifier, k_from = "cac", "decode_head.classifier.conv_seg.weight"
     else:
         classifier, k_from = "plain", "decode_head.classifier.conv_seg.weight"
     num_classes = state[k_from].shape[0] if k_from in state else None
@@ -119,6 +130,10 @@ def infer_model_name(state: Mapping[str, torch.Tensor]) -> str:
         if (c.backbone, c.head, c.classifier, c.num_classes)
         == (backbone, head, classifier, num_classes)
     ]
+    # The plain twins of a CondNet and a CAC model of the same network are the same
+    # configuration under two names: either builds the network, the first is taken.
+    if found and all(MODEL_CONFIGS[name] == MODEL_CONFIGS[found[0]] for name in found):
+        found = found[:1]
     if len(found) != 1:
         raise ValueError(
             f"cannot tell the model from the checkpoint (backbone={backbone}, head={head}, "
@@ -146,7 +161,7 @@ def load_released(
     model: Segmentor | None = None,
     strict: bool = True,
 ) -> Segmentor:
-    """Loads a released CondNet checkpoint.
+    """Loads a released CondNet or CAC checkpoint.
 
     Args:
         source: the checkpoint path (read with ``weights_only=True``) or its

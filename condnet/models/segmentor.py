@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from condnet.nn import ConditionalClassifier
+from condnet.nn import ConditionalClassifier, ContextAwareClassifier
 
 from . import inference
 from .heads.layers import resize
@@ -30,10 +30,14 @@ class Segmentor(nn.Module):
 
     Args:
         backbone: maps an image batch (B, 3, H, W) to a list of feature maps.
-        decode_head: maps that list to ``(logits, guide_logits or None)``.
+        decode_head: maps that list to ``(logits, guide_logits or None)``. A head
+            with a :class:`~condnet.nn.ContextAwareClassifier` (CAC) is called
+            as ``decode_head(feats, label=label)`` in training and returns the
+            classifier's :class:`~condnet.nn.ContextAwareOutput` second.
         auxiliary_head: optional head of the same interface, used only by
             :meth:`forward_train` (its loss is an extra training signal).
-        loss: the training objective (default :class:`CondNetLoss()`).
+        loss: the training objective (default :class:`CondNetLoss()`; a CAC
+            model takes :class:`~condnet.models.CACLoss`).
         num_classes: K; defaults to ``decode_head.num_classes`` and must
             match it when given.
         test_cfg: defaults of :meth:`predict` (default: whole-image).
@@ -104,19 +108,29 @@ class Segmentor(nn.Module):
 
     def forward_train(self, img: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
         """The loss dict for one batch: ``loss_seg``/``acc_seg``, ``loss_guidance``/
-        ``acc_guidance`` (conditional classifier only), ``loss_aux``/``acc_aux``
-        (with an auxiliary head), and ``loss``, their weighted sum.
+        ``acc_guidance`` (conditional classifier only), ``loss_static``/
+        ``acc_static``, ``loss_oracle`` and ``loss_distill`` (CAC only),
+        ``loss_aux``/``acc_aux`` (with an auxiliary head), and ``loss``, their
+        weighted sum.
 
         ``label`` is int64 (B, H, W) or (B, 1, H, W) at image size, 255 = ignore.
         Logits are resized to the label by the loss, as in mmseg.
         """
         self._check_img(img)
         feats = self.backbone(img)
-        logits, guide_logits = self.decode_head(feats)
+        if self.uses_label:  # CAC's oracle needs the label
+            logits, guide_logits = self.decode_head(feats, label=label)
+        else:
+            logits, guide_logits = self.decode_head(feats)
         aux_logits = None
         if self.auxiliary_head is not None:
             aux_logits, _ = self.auxiliary_head(feats)
         return self.criterion(label, logits, guide_logits, aux_logits)
+
+    @property
+    def uses_label(self) -> bool:
+        """Whether the decode head takes the label in training (a CAC classifier)."""
+        return any(isinstance(m, ContextAwareClassifier) for m in self.decode_head.modules())
 
     @property
     def has_guidance(self) -> bool:

@@ -1,9 +1,10 @@
-"""The released CondNet configurations and ``build_model``.
+"""The released CondNet and CAC configurations and ``build_model``.
 
 Each configuration is a :class:`ModelConfig`; ``build_model(name)`` turns one
 into a :class:`~condnet.models.Segmentor`. Every name has a plain twin, the
 same name with the suffix ``-plain``: the same network with the baseline 1x1
-classifier (DeepLabV3+ or UPerNet) instead of the conditional one.
+classifier (DeepLabV3+ or UPerNet) instead of the conditional or
+context-aware one.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from typing import Any
 from condnet.ops.layouts import check_layout
 
 from .backbones import BACKBONES, build_backbone
+from .cac_loss import CACLoss
 from .heads import CLASSIFIERS, ASPPHead, FCNHead, SepASPPHead, UPerHead
 from .inference_config import InferenceConfig, check_inference_fields, check_window
 from .losses import CondNetLoss
 from .segmentor import Segmentor
 
-HEADS = ("sep_aspp", "aspp", "uper")
+HEADS = ("sep_aspp", "aspp", "uper", "fcn")
+# The label value CAC's oracle skips (ContextAwareClassifier's ignore_index).
+_CAC_IGNORE_INDEX = 255
 PLAIN_SUFFIX = "-plain"
 # ModelConfig's names of the InferenceConfig fields of its test setting.
 _TEST_KEYS = {"mode": "test_mode", "crop_size": "test_crop_size", "stride": "test_stride"}
@@ -36,10 +40,17 @@ class ModelConfig:
 
     Attributes:
         backbone: a :func:`~condnet.models.backbones.build_backbone` name
-            ("resnet50_v1c", "resnet101_v1c", "swin_base_w12").
-        head: "sep_aspp" (DeepLabV3+), "aspp" (DeepLabV3) or "uper" (UPerNet).
+            ("resnet50_v1c", "resnet101_v1c", "swin_base_w12", "swin_tiny_w7").
+        head: "sep_aspp" (DeepLabV3+), "aspp" (DeepLabV3), "uper" (UPerNet) or
+            "fcn" (mmseg's FCN decode head: two 3x3 convs on the last map and
+            ``conv_cat``).
         num_classes: K.
-        classifier: "conditional" (CondNet) or "plain" (the 1x1-conv baseline).
+        classifier: "conditional" (CondNet), "cac" (CAC's context-aware
+            classifier) or "plain" (the 1x1-conv baseline).
+        cac_released: the context-aware classifier's ``released`` numerics
+            (batch-wide oracle, exact norms, the released losses' resizing and
+            averaging); False keeps :class:`~condnet.nn.ContextAwareClassifier`'s
+            fixes. Unused by the other classifiers.
         layout: the conditional classifier's parameter layout, "grouped_conv"
             (loads released checkpoints) or "per_class".
         channels: decode-head width.
@@ -56,13 +67,18 @@ class ModelConfig:
         test_mode, test_crop_size, test_stride: :meth:`Segmentor.predict`'s
             defaults ("whole", or "slide" windows), the model's ``test_cfg``.
         seg_weight, guidance_weight, aux_weight, ignore_index,
-            dice_ignore_mode: the :class:`~condnet.models.losses.CondNetLoss`.
+            dice_ignore_mode: the :class:`~condnet.models.losses.CondNetLoss`;
+            a CAC model's :class:`~condnet.models.CACLoss` takes ``seg_weight``
+            (its main cross-entropy), ``aux_weight`` and ``ignore_index``
+            (255, the label value its oracle skips), its other three terms
+            weigh 1 as released.
     """
 
     backbone: str
     head: str
     num_classes: int
     classifier: str = "conditional"
+    cac_released: bool = False
     layout: str = "grouped_conv"
     channels: int = 512
     c1_channels: int = 48
@@ -94,6 +110,13 @@ class ModelConfig:
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}; got {self.classifier!r}")
         object.__setattr__(self, "layout", check_layout(self.layout))
+        if not isinstance(self.cac_released, bool):
+            raise ValueError(f"cac_released must be a bool; got {self.cac_released!r}")
+        if self.classifier == "cac" and self.ignore_index != _CAC_IGNORE_INDEX:
+            raise ValueError(
+                f"ignore_index must be {_CAC_IGNORE_INDEX} with classifier='cac' (the label "
+                f"value the context-aware classifier's oracle skips); got {self.ignore_index!r}"
+            )
         # The test setting is an InferenceConfig's, checked by its rules under these names.
         test = check_inference_fields(
             {"mode": self.test_mode, "crop_size": self.test_crop_size, "stride": self.test_stride},
@@ -163,8 +186,21 @@ def _released() -> dict[str, ModelConfig]:
         "condnet_r50-d8_cityscapes": ModelConfig(**r50, **deeplab, **city),
         "condnet_r101-d8_cityscapes": ModelConfig(**r101, **deeplab, **city),
     }
+    # CAC's released ADE20K recipes (github.com/tianzhuotao/CAC, configs/): DeepLabV3+
+    # R50-D8 and UPerNet Swin-T (4 GPUs x 4 images), UPerNet Swin-B pretrained on
+    # ImageNet-22K at 384 (8 GPUs x 2 images); all 512x512 crops, 160k iterations.
+    swin: dict[str, Any] = dict(head="uper", backbone_kwargs={"drop_path_rate": 0.3})
+    cac = {
+        "cac_r50-d8_ade20k": ModelConfig(**r50, **deeplab, **ade, classifier="cac"),
+        "cac_upernet_swin-t_ade20k": ModelConfig(
+            backbone="swin_tiny_w7", **swin, **ade, classifier="cac"
+        ),
+        "cac_upernet_swin-b_ade20k": ModelConfig(
+            backbone="swin_base_w12", **swin, **ade, classifier="cac"
+        ),
+    }
     configs = {}
-    for name, config in conditional.items():
+    for name, config in {**conditional, **cac}.items():
         configs[name] = config
         configs[name + PLAIN_SUFFIX] = dataclasses.replace(config, classifier="plain")
     return configs
@@ -188,18 +224,31 @@ def get_config(name: str) -> ModelConfig:
     return MODEL_CONFIGS[name]
 
 
-def _build_head(config: ModelConfig, channels: Sequence[int]) -> SepASPPHead | ASPPHead | UPerHead:
+def _build_head(
+    config: ModelConfig, channels: Sequence[int]
+) -> SepASPPHead | ASPPHead | UPerHead | FCNHead:
     # The arguments every head takes (Any: their types differ).
     common: dict[str, Any] = dict(
         channels=config.channels,
         classifier=config.classifier,
         layout=config.layout,
         dropout=config.dropout,
+        released=config.cac_released,
     )
     if config.dilations is not None:
-        if config.head == "uper":
-            raise ValueError("dilations apply to the ASPP heads only; head='uper'")
+        if config.head in ("uper", "fcn"):
+            raise ValueError(f"dilations apply to the ASPP heads only; head={config.head!r}")
         common["dilations"] = config.dilations
+    if config.head == "fcn":  # mmseg's FCN decode head (fcn_r50-d8.py)
+        last = len(channels) - 1
+        return FCNHead(
+            channels[-1],
+            config.num_classes,
+            num_convs=2,
+            concat_input=True,
+            in_index=last,
+            **common,
+        )
     if config.head == "sep_aspp":
         return SepASPPHead(
             channels[-1], channels[0], config.num_classes, c1_channels=config.c1_channels, **common
@@ -222,7 +271,8 @@ def build_model(
             ImageNet weights) or a backbone checkpoint path / state dict (see
             :func:`~condnet.models.backbones.build_backbone`).
         **overrides: :class:`ModelConfig` fields to change, e.g.
-            ``num_classes=21``, ``classifier="plain"``, ``layout="per_class"``.
+            ``num_classes=21``, ``classifier="plain"``, ``classifier="cac"``,
+            ``layout="per_class"``.
 
     The returned model keeps its configuration in ``model.config``.
     """
@@ -252,13 +302,20 @@ def build_model(
         auxiliary_head = FCNHead(
             channels[2], config.num_classes, channels=config.aux_channels, dropout=config.dropout
         )
-    loss = CondNetLoss(
-        seg_weight=config.seg_weight,
-        guidance_weight=config.guidance_weight,
-        aux_weight=config.aux_weight if config.auxiliary else 0.0,
-        ignore_index=config.ignore_index,
-        dice_ignore_mode=config.dice_ignore_mode,
-    )
+    aux_weight = config.aux_weight if config.auxiliary else 0.0
+    loss: CACLoss | CondNetLoss
+    if config.classifier == "cac":
+        loss = CACLoss(
+            seg_weight=config.seg_weight, aux_weight=aux_weight, ignore_index=config.ignore_index
+        )
+    else:
+        loss = CondNetLoss(
+            seg_weight=config.seg_weight,
+            guidance_weight=config.guidance_weight,
+            aux_weight=aux_weight,
+            ignore_index=config.ignore_index,
+            dice_ignore_mode=config.dice_ignore_mode,
+        )
     model = Segmentor(
         backbone,
         decode_head,

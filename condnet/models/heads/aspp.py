@@ -35,15 +35,21 @@ class ASPPHead(nn.Module):
         num_classes: K.
         channels: width of the head (512 as released).
         dilations: ASPP dilations; (1, 6, 12, 18) for DeepLabV3.
-        classifier: ``"conditional"`` (CondNet) or ``"plain"`` (1x1 conv).
+        classifier: ``"conditional"`` (CondNet), ``"cac"`` (CAC's context-aware
+            classifier) or ``"plain"`` (1x1 conv).
         layout: the conditional classifier's parameter layout (see
             :class:`~condnet.nn.ConditionalClassifier`).
         dropout: ``Dropout2d`` before the classifier.
+        released: the context-aware classifier's ``released`` numerics (see
+            :class:`~condnet.nn.ContextAwareClassifier`); unused otherwise.
 
-    ``forward(features)`` takes the backbone's list of maps and returns
-    ``(logits, guide_logits)`` at the feature resolution; ``guide_logits`` is
-    None for the plain classifier. In training, image pooling runs BatchNorm
-    on one value per image, so a batch needs at least 2 images.
+    ``forward(features, label=None)`` takes the backbone's list of maps and
+    returns ``(logits, extra)`` at the feature resolution: ``extra`` is the
+    guide logits of the conditional classifier, the
+    :class:`~condnet.nn.ContextAwareOutput` of CAC in training when ``label``
+    (the image-size label its oracle needs) is given, else None. In
+    training, image pooling runs BatchNorm on one value per image, so a batch
+    needs at least 2 images.
     """
 
     separable = False
@@ -58,6 +64,7 @@ class ASPPHead(nn.Module):
         classifier: str = "conditional",
         layout: str = "grouped_conv",
         dropout: float = 0.1,
+        released: bool = False,
     ) -> None:
         super().__init__()
         dilations = _check_dilations(dilations)
@@ -77,7 +84,7 @@ class ASPPHead(nn.Module):
         self.aspp_modules = nn.ModuleList(branches)
         self.bottleneck = ConvBNReLU((len(dilations) + 1) * channels, channels, 3)
         self.classifier = build_classifier(
-            classifier, channels, num_classes, layout=layout, dropout=dropout
+            classifier, channels, num_classes, layout=layout, dropout=dropout, released=released
         )
 
     def pyramid(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,6 +93,6 @@ class ASPPHead(nn.Module):
         outs.extend(branch(x) for branch in self.aspp_modules)
         return self.bottleneck(torch.cat(outs, dim=1))
 
-    def forward(self, features: list[torch.Tensor]):
+    def forward(self, features: list[torch.Tensor], label: torch.Tensor | None = None):
         x = select_features(features, -1, self.in_channels, type(self).__name__)
-        return classify(self.classifier, self.pyramid(x))
+        return classify(self.classifier, self.pyramid(x), label)

@@ -1,15 +1,15 @@
-"""The last layer of a decode head: CondNet's conditional classifier or its
-plain 1x1-conv twin (the baseline it replaces)."""
+"""The last layer of a decode head: CondNet's conditional classifier, CAC's
+context-aware classifier, or the plain 1x1-conv twin both replace."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from condnet.nn import ConditionalClassifier
+from condnet.nn import ConditionalClassifier, ContextAwareClassifier, ContextAwareOutput
 from condnet.ops.layouts import check_layout
 
-CLASSIFIERS = ("conditional", "plain")
+CLASSIFIERS = ("conditional", "plain", "cac")
 
 
 class PlainClassifier(nn.Module):
@@ -47,22 +47,44 @@ def build_classifier(
     *,
     layout: str = "grouped_conv",
     dropout: float = 0.1,
+    released: bool = False,
 ) -> nn.Module:
     """``"conditional"`` -> :class:`~condnet.nn.ConditionalClassifier`;
-    ``"plain"`` -> :class:`PlainClassifier` (``layout`` unused).
+    ``"cac"`` -> :class:`~condnet.nn.ContextAwareClassifier` (scale 15, its
+    ``released`` numerics when ``released``); ``"plain"`` ->
+    :class:`PlainClassifier`. ``layout`` is the conditional classifier's and
+    ``released`` CAC's; the other kinds check and ignore them.
 
-    The conditional classifier's op backend is chosen after building
-    (:func:`condnet.nn.set_backend`, :func:`condnet.ops.use_backend`)."""
+    The op backend is chosen after building (:func:`condnet.nn.set_backend`,
+    :func:`condnet.ops.use_backend`)."""
+    if not isinstance(released, bool):
+        raise ValueError(f"released must be a bool; got {released!r}")
     if kind == "conditional":
         return ConditionalClassifier(in_channels, num_classes, layout=layout, dropout=dropout)
+    layout = check_layout(layout)
+    if kind == "cac":
+        return ContextAwareClassifier(in_channels, num_classes, dropout=dropout, released=released)
     if kind == "plain":
-        layout = check_layout(layout)
         return PlainClassifier(in_channels, num_classes, dropout=dropout)
     raise ValueError(f"classifier must be one of {CLASSIFIERS}; got {kind!r}")
 
 
-def classify(classifier: nn.Module, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logits and guide logits (None for the plain classifier) from one call."""
+def classify(
+    classifier: nn.Module, feat: torch.Tensor, label: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | ContextAwareOutput | None]:
+    """The logits and what the head's loss needs besides, from one call.
+
+    The second item is the guide logits of the conditional classifier; the
+    :class:`~condnet.nn.ContextAwareOutput` of the context-aware one, in
+    training with a ``label`` (its oracle needs the label; eval mode and a
+    missing label give None); None for the plain classifier. ``label`` is
+    ignored by the other classifiers.
+    """
     if isinstance(classifier, ConditionalClassifier):
         return classifier(feat, return_guide=True)
+    if isinstance(classifier, ContextAwareClassifier):
+        if classifier.training and label is not None:
+            out = classifier(feat, label=label)
+            return out.logits, out
+        return classifier(feat), None
     return classifier(feat), None

@@ -26,10 +26,12 @@ class SepASPPHead(ASPPHead):
         channels: head width (512 as released).
         c1_channels: width of the low-level skip (48 as released).
         dilations: (1, 12, 24, 36) as released.
-        classifier, layout, dropout: as in :class:`ASPPHead`.
+        classifier, layout, dropout, released: as in :class:`ASPPHead`
+            (``classifier="cac"`` is the released CAC DeepLabV3+ head,
+            ``DepthwiseSeparableASPPHeadCAC``).
 
-    ``forward(features)`` returns ``(logits, guide_logits)`` at the first
-    map's resolution (stride 4).
+    ``forward(features, label=None)`` returns ``(logits, extra)`` as
+    :class:`ASPPHead` does, at the first map's resolution (stride 4).
     """
 
     separable = True
@@ -46,6 +48,7 @@ class SepASPPHead(ASPPHead):
         classifier: str = "conditional",
         layout: str = "grouped_conv",
         dropout: float = 0.1,
+        released: bool = False,
     ) -> None:
         super().__init__(
             in_channels,
@@ -55,6 +58,7 @@ class SepASPPHead(ASPPHead):
             classifier=classifier,
             layout=layout,
             dropout=dropout,
+            released=released,
         )
         self.c1_in_channels = c1_in_channels
         self.c1_bottleneck = ConvBNReLU(c1_in_channels, c1_channels, 1)
@@ -63,10 +67,10 @@ class SepASPPHead(ASPPHead):
             DepthwiseSeparableConv(channels, channels, 3),
         )
 
-    def forward(self, features: list[torch.Tensor]):
+    def forward(self, features: list[torch.Tensor], label: torch.Tensor | None = None):
         name = type(self).__name__
         x = select_features(features, -1, self.in_channels, name)
         c1 = self.c1_bottleneck(select_features(features, 0, self.c1_in_channels, name))
         out = resize(self.pyramid(x), c1.shape[-2:])
         out = self.sep_bottleneck(torch.cat([out, c1], dim=1))
-        return classify(self.classifier, out)
+        return classify(self.classifier, out, label)

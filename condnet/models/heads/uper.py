@@ -28,11 +28,13 @@ class UPerHead(nn.Module):
         num_classes: K.
         channels: head width (512 as released).
         pool_scales: PPM output sizes, (1, 2, 3, 6) as released.
-        classifier, layout, dropout: as in
-            :class:`~condnet.models.heads.ASPPHead`.
+        classifier, layout, dropout, released: as in
+            :class:`~condnet.models.heads.ASPPHead` (``classifier="cac"`` is
+            the released CAC head, ``UPerHeadCAC``).
 
-    ``forward(features)`` returns ``(logits, guide_logits)`` at the finest
-    map's resolution. In training the scale-1 pooling runs BatchNorm on one
+    ``forward(features, label=None)`` returns ``(logits, extra)`` as
+    :class:`~condnet.models.heads.ASPPHead` does, at the finest map's
+    resolution. In training the scale-1 pooling runs BatchNorm on one
     value per image, so a batch needs at least 2 images.
     """
 
@@ -46,6 +48,7 @@ class UPerHead(nn.Module):
         classifier: str = "conditional",
         layout: str = "grouped_conv",
         dropout: float = 0.1,
+        released: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(in_channels, Sequence) or len(in_channels) < 2:
@@ -77,7 +80,7 @@ class UPerHead(nn.Module):
         )
         self.fpn_bottleneck = ConvBNReLU(len(self.in_channels) * channels, channels, 3)
         self.classifier = build_classifier(
-            classifier, channels, num_classes, layout=layout, dropout=dropout
+            classifier, channels, num_classes, layout=layout, dropout=dropout, released=released
         )
 
     def psp_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +88,7 @@ class UPerHead(nn.Module):
         outs.extend(resize(module(x), x.shape[-2:]) for module in self.psp_modules)
         return self.bottleneck(torch.cat(outs, dim=1))
 
-    def forward(self, features: list[torch.Tensor]):
+    def forward(self, features: list[torch.Tensor], label: torch.Tensor | None = None):
         name = type(self).__name__
         n = len(self.in_channels)
         if not isinstance(features, (list, tuple)) or len(features) != n:
@@ -100,4 +103,4 @@ class UPerHead(nn.Module):
         outs.append(laterals[-1])
         size = outs[0].shape[-2:]
         out = self.fpn_bottleneck(torch.cat([resize(o, size) for o in outs], dim=1))
-        return classify(self.classifier, out)
+        return classify(self.classifier, out, label)
