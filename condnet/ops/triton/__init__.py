@@ -113,10 +113,7 @@ def _kernel(op: str):
 BACKEND = registry.Backend(
     name="triton",
     kernel=_kernel,
-    unavailable_reason=lambda op, device_type: (
-        unavailable_reason(device_type)
-        or (None if hasattr(torch.ops.condnet_triton, op) else f"backend='triton' has no {op} yet")
-    ),
+    unavailable_reason=lambda op, device_type: unavailable_reason(device_type),
     auto_rank=10,
     auto_devices=frozenset({"cuda"}),
 )

@@ -21,6 +21,13 @@ from ..schemas import SCHEMAS
 from .class_pool import _class_pool_fwd_kernel, class_pool_forward
 from .class_pool_backward import class_pool_backward
 from .conditional_classifier import conditional_classifier_backward, conditional_classifier_forward
+from .context_aware_classifier import (
+    context_aware_classifier_backward,
+    context_aware_classifier_forward,
+)
+from .context_pool import context_pool_forward
+from .context_pool_backward import context_pool_backward
+from .cosine_classify import cosine_classify_backward, cosine_classify_forward
 from .dynamic_classify import dynamic_classify_backward, dynamic_classify_forward
 from .launch import interpreted
 from .project import project_backward, project_forward
@@ -40,8 +47,14 @@ _IMPLEMENTATIONS = {
     "project_backward": project_backward,
     "conditional_classifier": conditional_classifier_forward,
     "conditional_classifier_backward": conditional_classifier_backward,
+    "context_pool": context_pool_forward,
+    "context_pool_backward": context_pool_backward,
+    "cosine_classify": cosine_classify_forward,
+    "cosine_classify_backward": cosine_classify_backward,
+    "context_aware_classifier": context_aware_classifier_forward,
+    "context_aware_classifier_backward": context_aware_classifier_backward,
 }
-if not set(_IMPLEMENTATIONS) <= set(SCHEMAS):
+if set(_IMPLEMENTATIONS) != set(SCHEMAS):
     raise ImportError(f"Triton ops {sorted(_IMPLEMENTATIONS)} differ from {sorted(SCHEMAS)}")
 
 OPS = {
