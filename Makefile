@@ -134,10 +134,14 @@ demo-seeds: demo-install
 # at ade in amp-bfloat16 (bf16 features, float32 parameters, under autocast).
 # The ade and ade-b8 rows twice each, interleaved; the sweeps once. About 17
 # minutes on the quiet 2-core machine (estimated from the previous run's
-# per-row times).
+# per-row times). Then CAC's whole classifier (cac: the fused op against
+# eager and compile of the released formulation) at ade in float32 and
+# amp-bfloat16, twice each, interleaved, into cpu_kernels_cac.
+# The CondNet ops the first three runs time (cac has its own run and files).
+BENCH_CONDNET_OPS = class_pool,dynamic_classify,project,classifier
 bench: install
 	$(PY) benchmarks/run_kernels.py --device cpu --dtype float32 --budget 0.5 --repeat 2 \
-		--shapes ade,sweep-k,sweep-n --sweep-ops classifier \
+		--shapes ade,sweep-k,sweep-n --ops $(BENCH_CONDNET_OPS) --sweep-ops classifier \
 		--sweep-providers eager,compile,extension \
 		--json $(RESULTS)/cpu_kernels.json --markdown $(RESULTS)/cpu_kernels.md \
 		--plot $(RESULTS)/cpu_kernels.png
@@ -145,7 +149,11 @@ bench: install
 		--repeat 2 --shapes ade-b8 --ops classifier \
 		--json $(RESULTS)/cpu_kernels_b8.json --markdown $(RESULTS)/cpu_kernels_b8.md
 	$(PY) benchmarks/run_kernels.py --device cpu --dtype amp-bfloat16 --budget 0.5 --repeat 2 \
-		--shapes ade --json $(RESULTS)/cpu_kernels_amp.json --markdown $(RESULTS)/cpu_kernels_amp.md
+		--shapes ade --ops $(BENCH_CONDNET_OPS) \
+		--json $(RESULTS)/cpu_kernels_amp.json --markdown $(RESULTS)/cpu_kernels_amp.md
+	$(PY) benchmarks/run_kernels.py --device cpu --dtype float32,amp-bfloat16 --budget 0.5 \
+		--repeat 2 --shapes ade --ops cac --providers eager,compile,extension \
+		--json $(RESULTS)/cpu_kernels_cac.json --markdown $(RESULTS)/cpu_kernels_cac.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info condnet/*.so

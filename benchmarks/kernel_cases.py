@@ -23,6 +23,10 @@ in that dtype; amp-bfloat16 and amp-float16 are mixed-precision training as
 users run it: features (x, class features, per-image weights) in the 16-bit
 dtype, parameters (the guide and the projection) float32 master weights, the
 call under ``torch.autocast``.
+
+Ops (``--ops``): the three CondNet steps (class_pool, dynamic_classify,
+project), the whole CondNet ``classifier``, and ``cac``, the whole CAC
+classifier (context pooling, the per-image generator, cosine logits).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-OPS = ("class_pool", "dynamic_classify", "project", "classifier")
+OPS = ("class_pool", "dynamic_classify", "project", "classifier", "cac")
 MODES = ("fwd", "fwd_bwd")
 DTYPES = ("float32", "bfloat16", "float16", "float64", "amp-bfloat16", "amp-float16")
 AMP_PREFIX = "amp-"
@@ -157,6 +161,25 @@ def precision(name: str) -> tuple[torch.dtype, bool]:
     return getattr(torch, name.removeprefix(AMP_PREFIX)), amp
 
 
+def generator_dims(C: int) -> tuple[int, int]:
+    """CAC's generator (2C -> Hd -> C, Hd = C/2, as released): (in, hidden)."""
+    return 2 * C, C // 2
+
+
+def parameter_bytes(case: Case) -> int:
+    """The whole classifier's parameters in their dtype (float32 master
+    weights under amp): CondNet's projection, (C*K + K) x C with its bias
+    (the guide's K x C is not counted: it is small beside it); CAC's static
+    classifier (K x C and K) and generator (Hd x 2C, C x Hd and C), all of
+    them, since here they are the only weights."""
+    B, C, K, H, W = case.dims
+    size = torch.finfo(case.param_dtype).bits // 8
+    if case.op == "cac":
+        d_in, hidden = generator_dims(C)
+        return (K * C + K + hidden * d_in + C * hidden + C) * size
+    return (C * K + K) * C * size
+
+
 def work(case: Case) -> tuple[float, float]:
     """(bytes, FLOPs) that a fused implementation cannot avoid: every tensor
     read or written once from device memory, and every product computed.
@@ -167,12 +190,14 @@ def work(case: Case) -> tuple[float, float]:
     x (67 MB in float32, 34 MB in bfloat16) at ade's B=2, 128x128, less than
     x at ade-b8 in float32 (268 MB); benchmarks/NOTES.md has the table.
     """
+    if case.op == "cac":
+        return _cac_work(case)
     B, C, K, H, W = case.dims
     N, s = H * W, torch.finfo(case.dtype).bits // 8
     x, g, y = B * C * N * s, B * K * N * s, B * K * N * s
     mac = 2.0 * B * K * C * N  # FLOPs of one (K x C) by (C x N) product per image
     # The projection's weight in its own dtype (float32 master weights under amp).
-    proj_bytes = (C * K + K) * C * (torch.finfo(case.param_dtype).bits // 8)
+    proj_bytes = parameter_bytes(case)
     proj_flops = 2.0 * B * K * (C + 1) * C
     feats, theta = B * K * C * s, B * K * (C + 1) * s
     fwd = {
@@ -196,6 +221,40 @@ def work(case: Case) -> tuple[float, float]:
     return fwd[0] + bwd[0], fwd[1] + bwd[1]
 
 
+def _cac_work(case: Case) -> tuple[float, float]:
+    """CAC's whole classifier (benchmarks/NOTES.md, "CAC's work model").
+
+    Forward: two passes over x, as for CondNet: the context pooling (static
+    logits g, softmax, centres and masses) must see every pixel before the
+    generator can run, and the cosine logits need the generated classifiers;
+    it writes g and the logits y. Backward: one pass reads x and dy for the
+    classifiers' gradient dv (needed by the generator's backward, whose
+    centre gradient the second pass needs); the second reads x, g, dg and dy
+    again and writes dx once (the static logits' and the pooling's terms and
+    the cosine term, whose norm part is <v^T dy, x>, so y need not be read).
+    The parameters (parameter_bytes) are read in the forward, read again
+    and their gradients written in the backward.
+
+    FLOPs: the products, each 2 B K C N: the static logits, the pooling and
+    the cosine logits forward; dv, the softmax's dP = dM x, and dx's three
+    terms (W^T ds, dM^T P, v^T dy) and dW = ds x^T backward, six; the
+    generator's two layers, 2 B K (2C Hd + Hd C) forward and twice that
+    backward. Softmaxes, norms and other per-element work (under 1% of the
+    FLOPs at C=512) are not counted."""
+    B, C, K, H, W = case.dims
+    N, s = H * W, torch.finfo(case.dtype).bits // 8
+    x, g, y = B * C * N * s, B * K * N * s, B * K * N * s
+    mac = 2.0 * B * K * C * N
+    d_in, hidden = generator_dims(C)
+    gen_flops = 2.0 * B * K * (d_in * hidden + hidden * C)
+    params = parameter_bytes(case)
+    fwd = (2 * x + g + y + params, 3 * mac + gen_flops)
+    if case.mode == "fwd":
+        return fwd
+    bwd = (3 * x + 2 * g + 2 * y + 2 * params, 6 * mac + 2 * gen_flops)
+    return fwd[0] + bwd[0], fwd[1] + bwd[1]
+
+
 # The inputs each op takes; x always comes first so it is the same tensor
 # (same seed, same values) for every op and provider.
 INPUTS = {
@@ -203,6 +262,14 @@ INPUTS = {
     "dynamic_classify": ("x", "weight", "bias"),
     "project": ("class_feats", "class_weight", "class_bias"),
     "classifier": ("x", "guide_weight", "guide_bias", "proj_weight", "proj_bias"),
+    "cac": (
+        "x",
+        "seg_weight",
+        "seg_bias",
+        "proj_in_weight",
+        "proj_out_weight",
+        "proj_out_bias",
+    ),
 }
 # Parameters: float32 master weights under amp. The rest are activations.
 PARAMETERS = {
@@ -212,6 +279,11 @@ PARAMETERS = {
     "proj_bias",
     "class_weight",
     "class_bias",
+    "seg_weight",
+    "seg_bias",
+    "proj_in_weight",
+    "proj_out_weight",
+    "proj_out_bias",
 }
 
 
@@ -219,6 +291,7 @@ def make_inputs(case: Case, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random inputs (never zeros) scaled like a trained head's; leaves that
     require grad in fwd_bwd mode."""
     B, C, K, H, W = case.dims
+    d_in, hidden = generator_dims(C)
     shapes = {
         "x": ((B, C, H, W), 1.0),
         "guide_weight": ((K, C), C**-0.5),
@@ -231,6 +304,12 @@ def make_inputs(case: Case, seed: int = 0) -> dict[str, torch.Tensor]:
         "class_feats": ((B, K, C), 0.1),
         "class_weight": ((K, C + 1, C), C**-0.5),
         "class_bias": ((K, C + 1), 0.1),
+        # CAC: conv_seg and the generator, of the order of nn.Linear's initial weights
+        "seg_weight": ((K, C), C**-0.5),
+        "seg_bias": ((K,), 0.1),
+        "proj_in_weight": ((hidden, d_in), d_in**-0.5),
+        "proj_out_weight": ((C, hidden), hidden**-0.5),
+        "proj_out_bias": ((C,), hidden**-0.5),
     }
     gen = torch.Generator(device="cpu").manual_seed(seed)
     inputs = {}

@@ -1,8 +1,10 @@
 """Who runs the ops in the kernel benchmark: a small table of providers.
 
-    eager      condnet.ops.reference in plain PyTorch
-    compile    the same reference under torch.compile (fullgraph, static shapes)
-    extension  the compiled condnet kernels (C++ on the CPU, CUDA on the GPU)
+    eager      condnet.ops.reference in plain PyTorch; for cac, the released
+               CAC head's formulation (benchmarks/cac_released.py)
+    compile    the same under torch.compile (fullgraph, static shapes)
+    extension  the compiled condnet kernels (C++ on the CPU, CUDA on the GPU);
+               for classifier and cac the fused op
     triton     the Triton kernels, on CUDA, when condnet.ops has a "triton"
                backend that is available there
     released   the released model's formulation of the whole classifier
@@ -21,12 +23,13 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cac_released
 import released
 import torch
-from kernel_cases import OPS, Case
+from kernel_cases import INPUTS, OPS, Case
 
 import condnet.ops as ops
-from condnet.ops import extension, reference
+from condnet.ops import extension, reference, registry
 
 # The compiled op each benchmark op runs on (the classifier: the fused one).
 KERNEL_OPS = {
@@ -34,17 +37,37 @@ KERNEL_OPS = {
     "dynamic_classify": ("dynamic_classify",),
     "project": ("project",),
     "classifier": ("conditional_classifier",),
+    "cac": ("context_aware_classifier",),
 }
+# The primitive kernels behind a fused op's backward: extension.has_kernel
+# checks only the forward's parts, and a build may have those alone.
+BACKWARD_KERNELS = {"cac": ("context_pool_backward", "cosine_classify_backward")}
+_DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 
 def _anywhere(case: Case) -> str | None:
     return None
 
 
+def _has_backward_kernel(op: str, device_type: str) -> bool:
+    if extension.LOAD_ERROR is not None or device_type not in _DISPATCH_KEYS:
+        return False
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(
+            f"condnet::{op}", _DISPATCH_KEYS[device_type]
+        )
+    except RuntimeError:  # the build does not define the op at all
+        return False
+
+
 def _needs_extension(case: Case) -> str | None:
     for op in KERNEL_OPS[case.op]:
         if not extension.has_kernel(op, case.device.type):
             return f"no {case.device.type} kernel for {op} in this build"
+    if case.mode == "fwd_bwd":
+        for op in BACKWARD_KERNELS.get(case.op, ()):
+            if not _has_backward_kernel(op, case.device.type):
+                return f"no {case.device.type} kernel for {op} (the backward) in this build"
     return None
 
 
@@ -60,6 +83,11 @@ def _needs_triton(case: Case) -> str | None:
         return f"condnet.ops.triton does not import ({exc})"
     available = getattr(triton_ops, "available", None)
     if available is not None and available(case.device.type):
+        if case.op == "cac":  # the fused CAC op may come to Triton after the others
+            try:
+                registry.resolve(KERNEL_OPS["cac"][0], case.device.type, "triton")
+            except RuntimeError as exc:
+                return str(exc)
         return None
     reason = getattr(triton_ops, "unavailable_reason", lambda device_type: None)
     return reason(case.device.type) or f"not available on {case.device.type}"
@@ -93,7 +121,26 @@ def why_not(provider: Provider, case: Case) -> str | None:
     return provider.requires(case)
 
 
+CAC_ARGS = INPUTS["cac"]
+
+
+def _cac_fn(backend: str | None) -> Callable[[dict], tuple[torch.Tensor, ...]]:
+    """cac: the released formulation for eager and compile (the baseline the
+    issue names), the fused op on a kernel backend; (logits, static logits)."""
+    if backend is None:
+        raise ValueError("no own formulation of cac but the released one (backend 'reference')")
+    if backend == "reference":
+        return lambda t: cac_released.classifier(*(t[name] for name in CAC_ARGS))
+
+    def fused(t):
+        return tuple(ops.context_aware_classifier(*(t[name] for name in CAC_ARGS), backend=backend))
+
+    return fused
+
+
 def _op_fn(op: str, backend: str | None) -> Callable[[dict], tuple[torch.Tensor, ...]]:
+    if op == "cac":
+        return _cac_fn(backend)
     if backend is None:
         if op != "classifier":
             raise ValueError(f"no own formulation of {op}")
