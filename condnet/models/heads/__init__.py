@@ -1,5 +1,6 @@
-"""Decode heads (DeepLabV3, DeepLabV3+, UPerNet) with a conditional or plain
-classifier, the auxiliary FCN head, and their conv building blocks."""
+"""Decode heads (DeepLabV3, DeepLabV3+, UPerNet, FCN) with a conditional,
+context-aware (CAC) or plain classifier, the auxiliary FCN head, and their
+conv building blocks."""
 
 from .aspp import ASPPHead
 from .classifier import CLASSIFIERS, PlainClassifier, build_classifier
