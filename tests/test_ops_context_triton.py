@@ -13,6 +13,7 @@ Under the interpreter the tiles are 16 classes x 16 channels x 32 pixels
 three and two tiles, each with a partial last tile.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -288,6 +289,43 @@ def test_compile_fullgraph_traces_the_fused_triton_op(monkeypatch):
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(got_grads, torch.autograd.grad(want, params))
     assert any("condnet_triton.context_aware_classifier" in s for s in seen), seen
+
+
+def _flop_count(fn, inputs, needs):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    leaves = [t.clone().requires_grad_(need) for t, need in zip(inputs, needs, strict=True)]
+    with FlopCounterMode(display=False) as counter:
+        outs = fn(*leaves)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        if any(needs):
+            sum((o * o).sum() for o in outs if o.requires_grad).backward()
+    return counter.get_total_flops()
+
+
+@needs_interpreter
+@pytest.mark.parametrize(
+    "needs",
+    [(1, 1, 1, 1, 1, 1), (0, 1, 1, 1, 1, 1), (1, 0, 0, 0, 0, 0), (0, 0, 0, 1, 0, 0)]
+    + [(0, 0, 0, 0, 1, 1), (0, 1, 0, 0, 0, 0), (0, 0, 0, 0, 0, 0)],
+)
+def test_flop_formulas_count_like_the_reference(needs):
+    """condnet.ops.flops' formulas for the six ops give the reference path's
+    count (aten's products under autograd) for each set of gradients asked for."""
+    needs = tuple(bool(n) for n in needs)
+    x, gw, gb, generator, v = _inputs((2, 8, 5, 4, 6), dtype=torch.float32)
+    mask = torch.full((2, 8), 1.25)
+    cases = [
+        (ops.context_pool, (x, gw, gb), needs[:3]),
+        (ops.context_pool, (x, v, gb), needs[:3]),  # per-image guide weight
+        (ops.cosine_classify, (x, v), needs[:2]),
+    ]
+    for channel_mask in (None, mask):
+        fused = functools.partial(ops.context_aware_classifier, channel_mask=channel_mask)
+        cases.append((fused, (x, gw, gb, *generator), needs))
+    for op, inputs, need in cases:
+        want = _flop_count(functools.partial(op, backend="reference"), inputs, need)
+        assert _flop_count(functools.partial(op, backend="triton"), inputs, need) == want > 0
 
 
 # ---- compiling for the GPUs, on a machine without one -------------------------

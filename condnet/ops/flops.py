@@ -134,6 +134,94 @@ def conditional_classifier_backward_flops(
     return flops
 
 
+def context_pool_flops(x_shape, guide_weight_shape, *args, **kwargs) -> int:
+    """CAC's static logits 2BKCN + pooling 2BKCN (as class_pool)."""
+    return 4 * _bkcn(x_shape, guide_weight_shape)
+
+
+def cosine_classify_flops(x_shape, weight_shape, *args, **kwargs) -> int:
+    """The cosine logits' product: 2BKCN (the norms are not products)."""
+    return 2 * _bkcn(x_shape, weight_shape)
+
+
+def cosine_classify_backward_flops(grad_shape, x_shape, weight_shape, *args, **kwargs) -> int:
+    """2BKCN each for dx and dweight."""
+    need_x, need_w = args[-1] if args else kwargs["output_mask"]
+    return 2 * (need_x + need_w) * _bkcn(x_shape, weight_shape)
+
+
+def context_pool_backward_flops(
+    grad_guide_shape, grad_centres_shape, grad_mass_shape, x_shape, guide_weight_shape,
+    guide_shape, centres_shape, mass_shape, mask, grad_logits_shape=None,
+    classifier_shape=None, *args, **kwargs,
+) -> int:  # fmt: skip
+    """As class_pool's backward, with the centres' gradient for the class
+    features' (the mass's adds no product), and the cosine classifier's dx
+    term v^T dy when the whole classifier's backward passes it."""
+    need_x, need_w, need_b = mask
+    pooled = grad_centres_shape is not None
+    guided = pooled or grad_guide_shape is not None or grad_mass_shape is not None
+    products = (pooled and (need_x or need_w or need_b)) + (pooled and need_x)
+    products += (guided and need_x) + (guided and need_w)
+    flops = 2 * products * _bkcn(x_shape, guide_weight_shape)
+    if need_x and grad_logits_shape is not None:
+        flops += 2 * _bkcn(x_shape, classifier_shape)
+    return flops
+
+
+def _generator_sizes(x_shape, guide_weight_shape, proj_in_weight_shape) -> tuple[int, int, int]:
+    """B*K rows, C and Hd of CAC's generator MLP (2C -> Hd -> C)."""
+    B, C = x_shape[:2]
+    return B * guide_weight_shape[-2], C, proj_in_weight_shape[0]
+
+
+def context_aware_classifier_flops(
+    x_shape, guide_weight_shape, guide_bias_shape, class_weight_shape, proj_in_weight_shape,
+    *args, **kwargs,
+) -> int:  # fmt: skip
+    """context_pool, the generator (2 BK Hd 2C + 2 BK C Hd) and cosine_classify."""
+    rows, C, hidden = _generator_sizes(x_shape, guide_weight_shape, proj_in_weight_shape)
+    classify = cosine_classify_flops(x_shape, guide_weight_shape)
+    return context_pool_flops(x_shape, guide_weight_shape) + 6 * rows * C * hidden + classify
+
+
+def context_aware_classifier_backward_flops(
+    grad_logits_shape, grad_guide_shape, x_shape, guide_weight_shape, guide_shape,
+    centres_shape, mass_shape, class_weight_shape, proj_in_weight_shape, *args, **kwargs,
+) -> int:  # fmt: skip
+    """The products autograd of the reference computes for the gradients
+    asked for: dv = dy x^T / r, the generator's backward (each of its two
+    layers' input and weight gradients where needed), context_pool's
+    backward with the cosine dx term."""
+    mask = args[-1] if args else kwargs["output_mask"]
+    need_pool, need_class = any(mask[:3]), mask[3]
+    need_in, need_out = mask[4], mask[5] or mask[6]
+    rows, C, hidden = _generator_sizes(x_shape, guide_weight_shape, proj_in_weight_shape)
+    flops = 0
+    through_generator = grad_logits_shape is not None and (
+        need_pool or need_class or need_in or need_out
+    )
+    if through_generator:
+        flops += 2 * _bkcn(x_shape, guide_weight_shape)  # dv
+        flops += 2 * rows * C * hidden * (mask[5] + (need_pool or need_class or need_in))
+        flops += 4 * rows * C * hidden * (need_in + (need_pool or need_class))
+    if need_pool:
+        flops += context_pool_backward_flops(
+            grad_guide_shape,
+            centres_shape if through_generator else None,
+            None,
+            x_shape,
+            guide_weight_shape,
+            guide_shape,
+            centres_shape,
+            mass_shape,
+            mask[:3],
+            grad_logits_shape,
+            centres_shape,
+        )
+    return flops
+
+
 FLOP_FORMULAS: dict[str, Callable[..., int]] = {
     "class_pool": class_pool_flops,
     "dynamic_classify": dynamic_classify_flops,
@@ -143,6 +231,12 @@ FLOP_FORMULAS: dict[str, Callable[..., int]] = {
     "project_backward": project_backward_flops,
     "conditional_classifier": conditional_classifier_flops,
     "conditional_classifier_backward": conditional_classifier_backward_flops,
+    "context_pool": context_pool_flops,
+    "context_pool_backward": context_pool_backward_flops,
+    "cosine_classify": cosine_classify_flops,
+    "cosine_classify_backward": cosine_classify_backward_flops,
+    "context_aware_classifier": context_aware_classifier_flops,
+    "context_aware_classifier_backward": context_aware_classifier_backward_flops,
 }
 
 
