@@ -255,8 +255,22 @@ def test_released_numerics_reach_the_classifier_and_its_losses():
     model = fresh("cac_r50-d8_ade20k", 0, **R18, cac_released=True)
     assert model.decode_head.classifier.released and model.decode_head.classifier.eps == 0.0
     img, label = torch.randn(2, 3, 32, 32), torch.randint(0, 5, (2, 32, 32))
+    label[:, :8] = 255
+    torch.manual_seed(2)
     losses = model.forward_train(img, label)
     assert torch.isfinite(losses["loss"])
+    # The released auxiliary loss (mmseg 0.x) averages over every pixel, ignored ones as 0.
+    torch.manual_seed(2)
+    feats = model.backbone(img)
+    _, out = model.decode_head(feats, label=label)
+    assert out.released
+    aux, _ = model.auxiliary_head(feats)
+    aux = F.interpolate(aux, size=(32, 32), mode="bilinear", align_corners=False)
+    per_pixel = F.cross_entropy(aux, label, ignore_index=255, reduction="none")
+    torch.testing.assert_close(losses["loss_aux"], 0.4 * per_pixel.mean())
+    assert not torch.allclose(losses["loss_aux"], 0.4 * per_pixel.sum() / (label != 255).sum())
+    terms = cac_losses(out, label)
+    torch.testing.assert_close(losses["loss"], sum(terms.values()) + losses["loss_aux"])
     assert not fresh("cac_r50-d8_ade20k", 0, **R18).decode_head.classifier.released
 
 

@@ -6,12 +6,19 @@ dict of named terms like :class:`~condnet.models.CondNetLoss`'s."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from condnet.nn import ContextAwareOutput, cac_losses
-from condnet.nn.loss_inputs import as_label, check_label_values, check_logits, resize_label
+from condnet.nn.loss_inputs import (
+    as_label,
+    check_label_values,
+    check_logits,
+    resize_label,
+    to_loss_dtype,
+)
 
-from .losses import _accuracy, _cross_entropy
+from .losses import _accuracy, _cross_entropy, _resize_logits
 
 __all__ = ["CAC_TERMS", "CACLoss"]
 
@@ -26,6 +33,16 @@ def _check_weight(name: str, value: object) -> float:
     return float(value)
 
 
+def _cross_entropy_over_all_pixels(
+    logits: torch.Tensor, label: torch.Tensor, ignore_index: int
+) -> torch.Tensor:
+    """mmseg 0.x's ``CrossEntropyLoss`` (``avg_non_ignore=False``): the mean over
+    every pixel of the label, an ignored one counting 0."""
+    logits = _resize_logits(to_loss_dtype(logits), label.shape[-2:])
+    per_pixel = F.cross_entropy(logits, label, ignore_index=ignore_index, reduction="none")
+    return per_pixel.mean()
+
+
 class CACLoss(nn.Module):
     """The released CAC objective, as a dict of named terms.
 
@@ -33,9 +50,11 @@ class CACLoss(nn.Module):
     ``main``); ``loss_static``: on the static ``conv_seg`` logits;
     ``loss_oracle``: on the oracle's logits; ``loss_distill``: the oracle's
     entropy-weighted distillation into the logits; each times its weight (1.0
-    as released). ``loss_aux``: cross-entropy on the auxiliary head's logits,
-    times ``aux_weight`` (0.4), as :class:`~condnet.models.CondNetLoss`
-    computes it. ``acc_seg``, ``acc_static`` (against the label
+    as released). ``loss_aux``: cross-entropy on the auxiliary head's logits
+    (bilinearly upsampled to the label), times ``aux_weight`` (0.4): averaged
+    over the counted pixels as :class:`~condnet.models.CondNetLoss` does, or,
+    for a classifier in ``released`` mode, over all pixels as the mmseg
+    bundled with CAC does (ignored ones count 0). ``acc_seg``, ``acc_static`` (against the label
     nearest-resized to the static logits) and ``acc_aux`` are pixel
     accuracies in percent; ``loss`` is the sum of the weighted ``loss_*``
     terms. How each CAC term resizes and averages (the released way or the
@@ -112,7 +131,11 @@ class CACLoss(nn.Module):
             static = cac_output.static_logits
             out["acc_static"] = _accuracy(static, resize_label(label, static.shape[-2:]), ignore)
         if aux_logits is not None and self.aux_weight > 0:
-            out["loss_aux"] = self.aux_weight * _cross_entropy(aux_logits, label, ignore)
+            if cac_output is not None and cac_output.released:
+                aux = _cross_entropy_over_all_pixels(aux_logits, label, ignore)
+            else:
+                aux = _cross_entropy(aux_logits, label, ignore)
+            out["loss_aux"] = self.aux_weight * aux
             out["acc_aux"] = _accuracy(aux_logits, label, ignore)
         losses = [value for key, value in out.items() if key.startswith("loss_")]
         if not losses:
