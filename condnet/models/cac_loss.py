@@ -38,7 +38,7 @@ def _cross_entropy_over_all_pixels(
 ) -> torch.Tensor:
     """mmseg 0.x's ``CrossEntropyLoss`` (``avg_non_ignore=False``): the mean over
     every pixel of the label, an ignored one counting 0."""
-    logits = _resize_logits(to_loss_dtype(logits), label.shape[-2:])
+    logits = _resize_logits(to_loss_dtype(logits), (label.shape[-2], label.shape[-1]))
     per_pixel = F.cross_entropy(logits, label, ignore_index=ignore_index, reduction="none")
     return per_pixel.mean()
 
