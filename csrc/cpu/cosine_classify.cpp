@@ -1,0 +1,94 @@
+// cosine_classify (CAC's per-image cosine classifier) on the CPU,
+// y[b, k, n] = <w[b, k], x_n> / max(|x_n|, eps), tile by tile (tiling.h):
+// each tile's per-pixel norms are summed over C while the tile is read into
+// cache, then the tile's product (a GEMM, in products.h's product dtype) is
+// divided by them in place, so x is read from memory once and y written once.
+//
+// Measured against whole-image ATen (one batched GEMM, then torch's norm over
+// C and an in-place division) at B=2, C=512, K=150, 128x128, float32, two
+// threads: the tiles take <TILED> ms, whole-image ATen <WHOLE> ms.
+//
+// The backward is one pass over x and dy on the softmax pooling's loop with
+// only the classifier's term (softmax_pool.h).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "../host/cosine_classify_host.h"
+#include "cosine_tile.h"
+#include "device.h"
+#include "products.h"
+#include "softmax_pool.h"
+#include "tiling.h"
+
+namespace condnet::cpu {
+namespace {
+
+void forward_kernel(const at::Tensor& x, const at::Tensor& weight, double eps, const at::Tensor& y,
+                    const at::Tensor& x_norm) {
+  const int64_t B = x.size(0), N = x.size(2);
+  const auto prod = product_type(x.scalar_type());
+  const at::Tensor wp = weight.to(prod).contiguous();
+  const Chunks chunks(N);
+  // OpenMP workers start with fresh thread-local state (grad mode, dispatch keys):
+  // give them the caller's, which includes this kernel's KernelScope.
+  const at::ThreadLocalState caller_state;
+  at::parallel_for(0, B * chunks.count, 1, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard caller_guard(caller_state);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / chunks.count, c = item % chunks.count;
+      const int64_t start = c * chunks.length;
+      const int64_t stop = std::min(N, start + chunks.length);
+      for (int64_t n0 = start; n0 < stop; n0 += kTile) {
+        const int64_t T = std::min(kTile, stop - n0);
+        const at::Tensor x_tile = x[b].narrow(1, n0, T);  // (C, T)
+        const at::Tensor norms = x_norm[b].narrow(0, n0, T);
+        pixel_norms(x_tile, norms);
+        const at::Tensor r = norms.clamp_min(eps);
+        at::Tensor y_tile = y[b].narrow(1, n0, T);  // (K, T)
+        if (y_tile.scalar_type() == prod) {
+          // Straight into y: a BLAS output may have a row stride (N here).
+          at::mm_out(y_tile, wp[b], x_tile);
+          y_tile.div_(r);
+        } else {
+          // 16-bit features with float32 products: divided, then rounded once.
+          y_tile.copy_(at::mm(wp[b], x_tile.to(prod)).div_(r));
+        }
+      }
+    }
+  });
+}
+
+void backward_kernel(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& weight,
+                     const at::Tensor& y, const at::Tensor& x_norm, double eps,
+                     const at::Tensor& dx, const at::Tensor& dw) {
+  PoolGradients pass;
+  pass.x = x;
+  ClassifierGradients& cls = pass.classifier;
+  cls.weight = weight;
+  cls.grad_logits = dy;
+  cls.logits = y;
+  cls.x_norm = x_norm;
+  cls.eps = eps;
+  cls.dw = dw;
+  pass.dx = dx;
+  pool_backward(pass);
+}
+
+// cosine_classify's CPU kernels, as host/cosine_classify_host.h calls them.
+struct CosineClassifyKernels : Device {
+  static constexpr auto forward = &forward_kernel;
+  static constexpr auto backward = &backward_kernel;
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(condnet, CPU, m) {
+  m.impl("cosine_classify", &host::cosine_classify_forward<CosineClassifyKernels>);
+  m.impl("cosine_classify_backward", &host::cosine_classify_backward<CosineClassifyKernels>);
+}
+
+}  // namespace condnet::cpu
