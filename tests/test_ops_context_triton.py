@@ -140,27 +140,21 @@ def test_eps_policy_on_a_zero_feature_and_float64_eps():
     assert torch.isfinite(released[:, :, 1:]).all()
 
 
-@needs_interpreter
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("shape", [RAGGED, (1, 6, 70, 5, 8)])
-def test_low_precision_close_to_float64_truth(shape, dtype):
-    """Both primitives in 16 bits, every output and gradient, against float64
-    math on the dtype-rounded inputs (bfloat16 products are widened to
-    float32 in the interpreter only, see tiles.dot; every load, store and
-    rounding to bfloat16 is the GPU kernel's own). The fused op is these two
-    around the generator, whose ReLU makes its gradients jump where a
-    rounded centre moves a hidden unit across 0: a float64 truth of the whole
-    op would test the rounding of the centres, not the kernels."""
+def _check_primitives_against_float64_truth(shape, dtype, device="cpu"):
+    """context_pool and cosine_classify at ``dtype``, every output and
+    gradient, against float64 math on the dtype-rounded inputs."""
     x, gw, gb, _, v = _inputs(shape)
     x[0, :, 0, 1] = 1.0  # the zero pixel's eps-sized norm is test_eps_policy's
-    x, gw, gb, v = (t.to(dtype) for t in (x, gw, gb, v))
+    x, gw, gb, v = (t.to(device, dtype) for t in (x, gw, gb, v))
     B, C, K, H, W = shape
     rng = torch.Generator().manual_seed(4)
-    up_pool = [torch.randn(*size, generator=rng).to(dtype) for size in ((B, K, H, W), (B, K, C))]
-    up_pool.append(torch.rand(B, K, generator=rng).to(dtype))
-    dy = [torch.randn(B, K, H, W, generator=rng).to(dtype)]
+    up_pool = [torch.randn(*size, generator=rng) for size in ((B, K, H, W), (B, K, C))]
+    up_pool.append(torch.rand(B, K, generator=rng))
+    up_pool = [u.to(device, dtype) for u in up_pool]
+    dy = [torch.randn(B, K, H, W, generator=rng).to(device, dtype)]
     cases = (
         (_triton(ops.context_pool), reference.context_pool, (x, gw, gb), up_pool),
+        (_triton(ops.context_pool), reference.context_pool, (x, v, gb), up_pool),
         (
             _triton(ops.cosine_classify, scale=15.0),
             lambda *a: reference.cosine_classify(*a, 15.0),
@@ -179,6 +173,30 @@ def test_low_precision_close_to_float64_truth(shape, dtype):
             tol = TOLERANCES[dtype]
             atol = 2 * tol.frac * want.abs().max().item()
             torch.testing.assert_close(out.double(), want, atol=atol, rtol=tol.rtol, msg=str(i))
+
+
+@needs_interpreter
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [RAGGED, (1, 6, 70, 5, 8)])
+def test_low_precision_close_to_float64_truth(shape, dtype):
+    """Both primitives in 16 bits (bfloat16 products are widened to float32
+    in the interpreter only, see tiles.dot; every load, store and rounding to
+    bfloat16 is the GPU kernel's own). The fused op is these two around the
+    generator, whose ReLU makes its gradients jump where a rounded centre
+    moves a hidden unit across 0: a float64 truth of the whole op in 16 bits
+    would test the rounding of the centres, not the kernels."""
+    _check_primitives_against_float64_truth(shape, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("shape", [(2, 512, 150, 32, 32), (3, 70, 19, 13, 11)])
+def test_gpu_close_to_float64_truth(shape, dtype):
+    """The compiled kernels at the GPU's own tiles: the ADE20K head's shape
+    and a ragged one."""
+    if triton_kernels.unavailable_reason("cuda") is not None:
+        pytest.skip(triton_kernels.unavailable_reason("cuda"))
+    _check_primitives_against_float64_truth(shape, dtype, "cuda")
 
 
 @needs_interpreter
