@@ -19,7 +19,7 @@ from condnet.engine.config import load_config
 from condnet.engine.weights import load_weights
 from condnet.nn import ContextAwareClassifier
 from condnet.ops import use_backend
-from condnet.tools import complexity, export
+from condnet.tools import complexity, convert, export
 from condnet.tools import test as test_tool
 from condnet.tools.train import main as train_main
 from tests.test_models_released import released_checkpoint
@@ -125,3 +125,12 @@ def test_complexity_counts_the_context_aware_classifier(trained, tmp_path, capsy
     # A zoo name: the full UPerNet Swin-T, built on the meta device.
     assert complexity.main(["cac_upernet_swin-t_ade20k", "--depth", "1"]) == 0
     assert "cac_upernet_swin-t_ade20k at input 1x3x512x512" in capsys.readouterr().out
+
+
+def test_convert_refuses_a_cac_model_and_names_the_right_tool(tmp_path, capsys):
+    argv = [str(tmp_path / "plain.pth"), str(tmp_path / "twin.pth")]
+    with pytest.raises(SystemExit):
+        convert.main([*argv, "--model", "cac_r50-d8_ade20k"])
+    err = capsys.readouterr().err
+    assert "a CAC model has no warm-started twin" in err and "condnet-convert-released" in err
+    assert not (tmp_path / "twin.pth").exists()

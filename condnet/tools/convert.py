@@ -94,6 +94,12 @@ def twin_configs(parser, args) -> tuple[ModelConfig, ModelConfig]:
     else:
         options = [*args.cfg_options, "model.pretrained_backbone=False"]
         config = load_config_or_exit(parser, args.config, options).model.config
+    if config.classifier == "cac":
+        parser.error(
+            "a CAC model has no warm-started twin: its cosine classifier cannot reproduce the "
+            "plain model's logits; this tool makes CondNet twins (name a condnet_* model or "
+            "its -plain twin). Released CAC checkpoints convert with condnet-convert-released"
+        )
     conditional = dataclasses.replace(
         config, classifier="conditional", layout=args.layout or config.layout
     )
