@@ -265,12 +265,19 @@ def test_gradcheck(backend):
 @pytest.mark.parametrize("bias", [True, False])
 def test_opcheck(ns, bias):
     nsops = _namespace(ns)
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor")
+    if ns != "condnet_triton" or torch.cuda.is_available():
+        utils += ("test_aot_dispatch_dynamic",)  # not for the interpreter's eager launches
+
+    def opcheck(op, args):
+        torch.library.opcheck(op, args, test_utils=utils)
+
     x, W, b, wi, wo, bo = _leaves(make_cac_inputs(2, 4, 3, 3, 2, dtype=torch.float32, bias=bias))
     args = (x, W, b, W, wi, wo, bo, 15.0, 1e-12)
-    torch.library.opcheck(nsops.context_aware_classifier.default, args)
-    torch.library.opcheck(nsops.context_pool.default, (x, W, b))
+    opcheck(nsops.context_aware_classifier.default, args)
+    opcheck(nsops.context_pool.default, (x, W, b))
     v = torch.randn(2, 3, 4, requires_grad=True)
-    torch.library.opcheck(nsops.cosine_classify.default, (x, v, 1e-12))
+    opcheck(nsops.cosine_classify.default, (x, v, 1e-12))
     y, g, c, m, cls, r = (t.detach() for t in nsops.context_aware_classifier(*args))
     saved = (x.detach(), W.detach(), g, c, m, W.detach(), wi.detach(), wo.detach())
     saved += (bo.detach() if bo is not None else None, y, cls, r, 15.0, 1e-12)
@@ -281,7 +288,7 @@ def test_opcheck(ns, bias):
         ((dy, None), [True, False, False, True, True, False, False]),
         ((None, dg), [True, True, bias, False, False, False, False]),
     ):
-        torch.library.opcheck(backward, (*upstream, *saved, mask))
+        opcheck(backward, (*upstream, *saved, mask))
 
 
 @pytest.mark.parametrize("backend", [pytest.param("extension", marks=needs_extension), "reference"])
