@@ -120,7 +120,12 @@ def backward(
             eps,
         )
     # Nothing reached a needed input: its gradient is zero.
-    inputs = (x, guide_weight, guide_logits.new_empty(guide_logits.shape[1]), class_weight)
+    inputs: tuple[torch.Tensor | None, ...] = (
+        x,
+        guide_weight,
+        guide_logits.new_empty(guide_logits.shape[1]),
+        class_weight,
+    )
     inputs += (proj_in_weight, proj_out_weight, proj_out_bias)
     grads = (dx, dwg, dbg, *generator_grads)
     out: list[torch.Tensor | None] = []
