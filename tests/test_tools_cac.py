@@ -2,7 +2,7 @@
 the context-aware classifier, on generated scenes): condnet-train trains and
 logs CAC's losses, condnet-test evaluates its checkpoint and a released-format
 (mmseg) one alike, condnet-export writes standard-operator files that compute
-its logits, condnet-complexity counts its classifier."""
+its logits, condnet-complexity counts its classifier's parameters and FLOPs."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from condnet.demo import write_scenes
 from condnet.engine.builders import build_model
 from condnet.engine.config import load_config
 from condnet.engine.weights import load_weights
+from condnet.models.complexity import complexity_report
 from condnet.nn import ContextAwareClassifier
 from condnet.ops import use_backend
 from condnet.tools import complexity, convert, export
@@ -122,6 +123,13 @@ def test_complexity_counts_the_context_aware_classifier(trained, tmp_path, capsy
     assert params == pytest.approx(sum(p.numel() for p in clf.parameters()) / 1e6, abs=1e-3)
     model = build_model(load_config(config))
     assert json.loads(report.read_text())["params"] == sum(p.numel() for p in model.parameters())
+    # Its FLOPs, counted through the fused op's registered formula: static logits and
+    # pooling 4BKCN, the generator 2BK(2C*Hd + Hd*C), the cosine logits 2BKCN, with
+    # the 16x16 feature map of a 64x64 image (stride 4).
+    rows = complexity_report(model, (1, 3, 64, 64))
+    (clf_row,) = [r for r in rows if r.name == "decode_head.classifier"]
+    B, K, C, N, Hd = 1, 8, 16, 16 * 16, 8
+    assert clf_row.flops == 6 * B * K * C * N + 2 * B * K * (2 * C * Hd + Hd * C)
     # A zoo name: the full UPerNet Swin-T, built on the meta device.
     assert complexity.main(["cac_upernet_swin-t_ade20k", "--depth", "1"]) == 0
     assert "cac_upernet_swin-t_ade20k at input 1x3x512x512" in capsys.readouterr().out
