@@ -4,9 +4,10 @@ interpreter on CPU (conftest.py sets TRITON_INTERPRET=1 without a GPU): ragged
 and multiple tiles on every axis, the per-image guide weight, every subset of
 upstream gradients of the backward kernel, 16-bit against a float64 truth,
 the GPU's larger tiles, the deterministic mode, the epsilon reaching the
-kernels in float64, fake kernels, torch.compile tracing, and compilation for
-sm_80/sm_90 without spills. The tests every backend shares against the
-reference are in test_ops_context.py.
+kernels in float64, fake kernels, torch.compile tracing and FLOP counts.
+The tests every backend shares against the reference are in
+test_ops_context.py; compilation for sm_80/sm_90 in
+test_ops_context_triton_compile.py.
 
 Under the interpreter the tiles are 16 classes x 16 channels x 32 pixels
 (condnet/ops/triton/config.py): C=33, K=37 and 7x9 images span three,
@@ -14,10 +15,6 @@ three and two tiles, each with a partial last tile.
 """
 
 import functools
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -344,97 +341,3 @@ def test_flop_formulas_count_like_the_reference(needs):
     for op, inputs, need in cases:
         want = _flop_count(functools.partial(op, backend="reference"), inputs, need)
         assert _flop_count(functools.partial(op, backend="triton"), inputs, need) == want > 0
-
-
-# ---- compiling for the GPUs, on a machine without one -------------------------
-
-COMPILE_CASES = [  # compute capability, dtype, (B, C, K, H, W)
-    (90, "bfloat16", (2, 512, 150, 16, 16)),
-    (90, "float16", (2, 512, 59, 16, 16)),
-    (90, "float32", (2, 512, 150, 16, 16)),
-    (90, "float64", (2, 40, 19, 8, 8)),
-    (80, "bfloat16", (2, 512, 150, 16, 16)),
-]
-KERNELS = {
-    "_context_pool_fwd_kernel",
-    "_context_pool_bwd_kernel",
-    "_cosine_classify_fwd_kernel",
-    "_cosine_classify_dx_kernel",
-    "_cosine_classify_dw_kernel",
-}
-
-
-@pytest.mark.slow
-def test_kernels_compile_for_sm80_and_sm90_without_spills():
-    """As test_ops_triton_compile.py does for CondNet's kernels: every distinct
-    launch of the launchers (both guide-weight forms, every upstream subset,
-    atomic and ordered sums) compiled with triton.compile and assembled by
-    ptxas; the 16-bit and float32 ones must not spill tiles."""
-    pytest.importorskip("triton")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    done = subprocess.run(
-        [sys.executable, __file__], env=env, capture_output=True, text=True, timeout=1500
-    )
-    if done.returncode == 77:
-        pytest.skip(done.stdout.strip())
-    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
-    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert KERNELS <= {r["kernel"] for r in results}
-    spilled = [r for r in results if r["spill_bytes"] > 64 and r["dtype"] != "float64"]
-    assert not spilled, spilled
-
-
-def _record_launches(cases):
-    """(kernel, args, kwargs, cap, dtype) of every launch for ``cases``."""
-    from condnet.ops.triton import context_pool, context_pool_backward, cosine_classify
-
-    launches = []
-
-    class Recorder:
-        def __init__(self, kernel):
-            self.kernel = kernel
-
-        def __getitem__(self, grid):
-            return lambda *args, **kwargs: launches.append((self.kernel, args, kwargs))
-
-    for module in (context_pool, context_pool_backward, cosine_classify):
-        module.wrap_triton = Recorder
-    for cap, dtype_name, (B, C, K, H, W) in cases:
-        dtype = getattr(torch, dtype_name)
-        x, g = torch.randn(B, C, H, W).to(dtype), torch.randn(B, K, H, W).to(dtype)
-        shared, gb = torch.randn(K, C).to(dtype), torch.randn(K).to(dtype)
-        v, dc = torch.randn(B, K, C).to(dtype), torch.randn(B, K, C).to(dtype)
-        mass = torch.rand(B, K).to(dtype)
-        x_norm = torch.rand(B, H, W).to(cosine_classify.norm_dtype(dtype))
-        cosine = (g, v, g, x_norm, 1e-12)
-        first = len(launches)
-        for deterministic in (False, True):
-            torch.use_deterministic_algorithms(deterministic)
-            for gw in (shared, v):
-                context_pool.context_pool_forward(x, gw, gb)
-                for ups in ((g, dc, mass), (None, dc, None), (g, None, None), (None, None, mass)):
-                    context_pool_backward.context_pool_backward(
-                        *ups, x, gw, g, v, mass, [True] * 3, *cosine
-                    )
-        torch.use_deterministic_algorithms(False)
-        for mask in ([True, False, False], [False, True, True]):
-            context_pool_backward.context_pool_backward(g, dc, None, x, shared, g, v, mass, mask)
-        cosine_classify.cosine_classify_forward(x, v, 1e-12)
-        cosine_classify.cosine_classify_backward(g, x, v, g, x_norm, 1e-12, [True, True])
-        for i in range(first, len(launches)):
-            launches[i] = (*launches[i], cap, dtype_name)
-    return launches
-
-
-def _main():
-    from tests import test_ops_triton_compile as compile_check
-
-    compile_check._record_launches = _record_launches
-    compile_check.CASES = COMPILE_CASES
-    return compile_check._main()
-
-
-if __name__ == "__main__":
-    sys.exit(_main())
