@@ -14,44 +14,22 @@ compiled code itself) is tested in test_ops_gpu.py and
 test_ops_gpu_classifier.py.
 """
 
-from pathlib import Path
-
 import pytest
 import torch
-from torch.utils.cpp_extension import load
 
 from condnet.ops import reference
-from tests.opcases import TOLERANCES, assert_close_to_truth, make_inputs
+from tests.emulated_cuda import SHAPES, build_harness
+from tests.emulated_cuda import close as _close
+from tests.opcases import TOLERANCES, make_inputs
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
-
 DTYPES = list(TOLERANCES)
-
-SHAPES = [  # B, C, K, H, W
-    (2, 40, 7, 7, 9),  # ragged pixel tile, one class tile
-    (1, 70, 70, 5, 13),  # two class tiles and two channel tiles in every dtype
-    (3, 5, 1, 1, 1),  # one class, one pixel
-    (2, 20, 5, 24, 24),  # 576 pixels: the pixel reductions run in 2 to 4 splits
-    (1, 33, 130, 3, 11),  # three or more class tiles, a ragged last one
-]
 
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
-    build = tmp_path_factory.mktemp("cuda_emulation")
-    return load(
-        name="condnet_cuda_emulation",
-        sources=[str(ROOT / "tests" / "cuda_emulation" / "harness.cpp")],
-        extra_cflags=["-O1", "-std=c++20"],
-        build_directory=str(build),
-    )
-
-
-def _close(name, got, truth, dtype):
-    """Against float64 math on the dtype-rounded inputs (TOLERANCES' rtol and frac)."""
-    assert_close_to_truth(f"{name} ({dtype})", got, truth, dtype)
+    return build_harness(tmp_path_factory, "condnet_cuda_emulation", "harness.cpp")
 
 
 def _inputs(shape, dtype, seed=0):

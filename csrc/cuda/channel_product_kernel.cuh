@@ -4,8 +4,11 @@
 //     dynamic_classify:      dx = w^T dy
 //     class_pool:            dx = Wg^T dgt + df^T (p / N)
 //     the whole classifier:  dx = Wg^T dgt + df^T (p / N) + w^T dy
+//     cosine_classify:       dx = v^T (dy / r) - x * coef
+//     CAC's classifier:      dx = Wg^T ds + dM^T P + v^T (dy / r) - x * coef
 //
-// so that the classifier's backward writes dx once.
+// (r = max(|x_n|, eps), coef the per-pixel norm term, cosine_pixel_kernel.cuh)
+// so that each classifier's backward writes dx once.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -19,18 +22,23 @@
 
 namespace condnet::cuda {
 
-// out[b][c][n] = sum_k a[b][k][c] bp[b][k][n], plus, with SOFTMAX_TERM,
-// sum_k s[b][k][c] T(exp(g[b][k][n] - lse[b][n]) * scale), plus, with
-// CLASSIFIER_TERM, sum_k' w[b][k'][c] dy[b][k'][n] over K2 classes. a's
-// images are a_batch_stride apart (0: one matrix for all). Grid: ceil(N/TN)
-// * ceil(C/TM) * B blocks, pixel tiles fastest.
-template <class T, bool SOFTMAX_TERM, bool CLASSIFIER_TERM>
+// out[b][c][n] = sum_k a[b][k][c] bp[b][k][n] over K classes (K may be 0),
+// plus, with SOFTMAX_TERM, sum_k s[b][k][c] T(exp(g[b][k][n] - lse[b][n]) *
+// scale), plus, with CLASSIFIER_TERM, sum_k' w[b][k'][c] dy[b][k'][n] over K2
+// classes. With COSINE (and CLASSIFIER_TERM) dy is read as T(dy * inv_norm[n])
+// and x[b][c][n] * coef[b][n] is subtracted at the end. a's images are
+// a_batch_stride apart (0: one matrix for all). Grid: ceil(N/TN) * ceil(C/TM)
+// * B blocks, pixel tiles fastest.
+template <class T, bool SOFTMAX_TERM, bool CLASSIFIER_TERM, bool COSINE>
 __global__ void __launch_bounds__(kThreads, 2)
     channel_product_kernel(const T* __restrict__ a, int64_t a_batch_stride,
                            const T* __restrict__ bp, const T* __restrict__ s,
                            const T* __restrict__ g, const acc_t<T>* __restrict__ lse,
                            acc_t<T> scale, const T* __restrict__ w, const T* __restrict__ dy,
-                           int K2, T* __restrict__ out, int C, int K, int64_t N) {
+                           int K2, const acc_t<T>* __restrict__ inv_norm,
+                           const acc_t<T>* __restrict__ coef, const T* __restrict__ x,
+                           T* __restrict__ out, int C, int K, int64_t N) {
+  static_assert(CLASSIFIER_TERM || !COSINE, "the cosine term is a classifier term");
   using A_t = acc_t<T>;
   constexpr int TM = Tiles<T>::M, TN = Tiles<T>::N, TK = Tiles<T>::K;
   __shared__ SharedTile<T, TK, TM> As;  // classes x channels, read as its transpose
@@ -71,7 +79,12 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int k0 = 0; k0 < K2; k0 += TK) {
       const int kv = std::min(TK, K2 - k0);
       load_tile<TK, TM>(As.data, As.ld, wb + static_cast<int64_t>(k0) * C, C, kv, cv);
-      load_tile<TK, TN>(Bs.data, Bs.ld, dyb + static_cast<int64_t>(k0) * N, N, kv, nv);
+      if constexpr (COSINE) {
+        load_column_scaled_tile<TK, TN>(Bs.data, Bs.ld, dyb + static_cast<int64_t>(k0) * N, N,
+                                        inv_norm + b * N + n0, kv, nv);
+      } else {
+        load_tile<TK, TN>(Bs.data, Bs.ld, dyb + static_cast<int64_t>(k0) * N, N, kv, nv);
+      }
       __syncthreads();
       acc.template mma<TK, true, false>(As.data, As.ld, Bs.data, Bs.ld);
       __syncthreads();
@@ -82,32 +95,49 @@ __global__ void __launch_bounds__(kThreads, 2)
   T* ob = out + (b * C + c0) * N + n0;
   for (int e = threadIdx.x; e < TM * TN; e += kThreads) {
     const int i = e / TN, j = e % TN;
-    if (i < cv && j < nv)
-      ob[static_cast<int64_t>(i) * N + j] = static_cast<T>(Cs.data[i * Cs.ld + j]);
+    if (i < cv && j < nv) {
+      A_t v = Cs.data[i * Cs.ld + j];
+      if constexpr (COSINE) {
+        v -= to_acc(x[(b * C + c0 + i) * N + n0 + j]) * coef[b * N + n0 + j];
+      }
+      ob[static_cast<int64_t>(i) * N + j] = static_cast<T>(v);
+    }
   }
 }
 
-// out (B, C, N) = a[b]^T bp[b] (+ s[b]^T (p / N) with SOFTMAX_TERM, p from
-// g and lse) (+ w[b]^T dy[b] with CLASSIFIER_TERM). a is (K, C) with
-// a_batch_stride 0 or (B, K, C) with K * C; bp, g (B, K, N), s (B, K, C),
-// lse (B, N), w (B, K2, C), dy (B, K2, N); all contiguous.
-template <class T, bool SOFTMAX_TERM, bool CLASSIFIER_TERM>
-void launch_channel_product(const at::Tensor& a, int64_t a_batch_stride, const at::Tensor& bp,
-                            const at::Tensor& s, const at::Tensor& g, const at::Tensor& lse,
-                            const at::Tensor& w, const at::Tensor& dy, const at::Tensor& out) {
-  const int64_t B = out.size(0), C = out.size(1), N = out.size(2), K = bp.size(1);
+// The terms of a channel product; a term's tensors stay undefined where it
+// is absent. All contiguous.
+struct ChannelTerms {
+  // a^T bp: a (K, C) with a_batch_stride 0 or (B, K, C) with K * C; bp (B, K, N).
+  at::Tensor a, bp;
+  int64_t a_batch_stride = 0;
+  // s^T p, p = T(exp(g - lse) * p_scale): s (B, K, C), g (B, K, N), lse (B, N).
+  at::Tensor s, g, lse;
+  double p_scale = 1.0;
+  // w^T dy: w (B, K2, C), dy (B, K2, N). The cosine classifier's form adds
+  // inv_norm and coef (B, N, accumulation type) and x (B, C, N):
+  // w^T T(dy * inv_norm) - x * coef.
+  at::Tensor w, dy, inv_norm, coef, x;
+};
+
+// out (B, C, N) = the terms' sum; the template flags say which of s, w and
+// inv_norm the terms have (a and bp may be undefined: no first term).
+template <class T, bool SOFTMAX_TERM, bool CLASSIFIER_TERM, bool COSINE>
+void launch_channel_product(const ChannelTerms& t, const at::Tensor& out) {
+  const int64_t B = out.size(0), C = out.size(1), N = out.size(2);
+  const int64_t K = t.bp.defined() ? t.bp.size(1) : 0;
   const int64_t blocks =
       checked_blocks(B * ceil_div(C, Tiles<T>::M) * ceil_div(N, Tiles<T>::N), out);
-  auto* kernel = &channel_product_kernel<T, SOFTMAX_TERM, CLASSIFIER_TERM>;
-  CONDNET_LAUNCH(kernel, blocks, current_stream(), a.const_data_ptr<T>(), a_batch_stride,
-                 bp.const_data_ptr<T>(), SOFTMAX_TERM ? s.const_data_ptr<T>() : nullptr,
-                 SOFTMAX_TERM ? g.const_data_ptr<T>() : nullptr,
-                 SOFTMAX_TERM ? lse.const_data_ptr<acc_t<T>>() : nullptr,
-                 static_cast<acc_t<T>>(1.0 / static_cast<double>(N)),
-                 CLASSIFIER_TERM ? w.const_data_ptr<T>() : nullptr,
-                 CLASSIFIER_TERM ? dy.const_data_ptr<T>() : nullptr,
-                 CLASSIFIER_TERM ? checked_int(w.size(1), "classes") : 0, out.mutable_data_ptr<T>(),
-                 checked_int(C, "channels"), checked_int(K, "classes"), N);
+  auto ptr = [](const at::Tensor& v) { return v.defined() ? v.const_data_ptr<T>() : nullptr; };
+  auto acc_ptr = [](const at::Tensor& v) {
+    return v.defined() ? v.const_data_ptr<acc_t<T>>() : nullptr;
+  };
+  auto* kernel = &channel_product_kernel<T, SOFTMAX_TERM, CLASSIFIER_TERM, COSINE>;
+  CONDNET_LAUNCH(kernel, blocks, current_stream(), ptr(t.a), t.a_batch_stride, ptr(t.bp), ptr(t.s),
+                 ptr(t.g), acc_ptr(t.lse), static_cast<acc_t<T>>(t.p_scale), ptr(t.w), ptr(t.dy),
+                 t.w.defined() ? checked_int(t.w.size(1), "classes") : 0, acc_ptr(t.inv_norm),
+                 acc_ptr(t.coef), ptr(t.x), out.mutable_data_ptr<T>(), checked_int(C, "channels"),
+                 checked_int(K, "classes"), N);
 }
 
 }  // namespace condnet::cuda

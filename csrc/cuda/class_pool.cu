@@ -39,12 +39,13 @@ void launch_class_pool_forward(const at::Tensor& x, const at::Tensor& guide_weig
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "condnet::class_pool", [&] {
         using T = scalar_t;
-        at::Tensor partial = launch_class_pool_cluster<T>(x, wg, bg, g3);
+        at::Tensor partial =
+            launch_class_pool_cluster<T>(x, wg, bg, g3, 1.0 / static_cast<double>(N));
         if (!partial.defined()) {
           const at::Tensor lse = at::empty({B, N}, x.options().dtype(acc_type(x.scalar_type())));
           launch_logits<T, true>(x, wg, 0, bg, 0, g3, lse);
-          partial =
-              launch_pixel_reduce<T, true>(x, g3, lse, acc_t<T>(1.0 / static_cast<double>(N)));
+          partial = launch_pixel_reduce<T, PixelWeights::kSoftmax>(
+              x, g3, lse, acc_t<T>(1.0 / static_cast<double>(N)));
         }
         f.copy_(partial.sum(1));
       });
@@ -69,10 +70,11 @@ void launch_class_pool_backward(const host::ClassPoolGradients& grads) {
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "condnet::class_pool_backward", [&] {
         using T = scalar_t;
-        const int64_t C = x.size(1);
         if (!pooled) {  // dx = w^T dy alone
-          launch_channel_product<T, false, false>(cw, cw.size(1) * C, dy, df, g, at::Tensor(), cw,
-                                                  dy, dx3);
+          ChannelTerms terms;
+          terms.w = cw;
+          terms.dy = dy;
+          launch_channel_product<T, false, true, false>(terms, dx3);
           return;
         }
         // Without df the softmax is not involved: dgt is dg itself.
@@ -80,21 +82,36 @@ void launch_class_pool_backward(const host::ClassPoolGradients& grads) {
         if (df.defined()) {
           dgt = at::empty({B, K, N}, x.options());
           lse = at::empty({B, N}, x.options().dtype(acc));
-          launch_softmax_backward<T>(x, df, g, dg, dgt, lse);
+          launch_softmax_backward<T>(x, df, g, dg, 1.0 / static_cast<double>(N), at::Tensor(), dgt,
+                                     lse);
         }
         if (dx3.defined()) {
+          ChannelTerms terms;
+          terms.a = wg;
+          terms.bp = dgt;
+          if (df.defined()) {
+            terms.s = df;
+            terms.g = g;
+            terms.lse = lse;
+            terms.p_scale = 1.0 / static_cast<double>(N);
+          }
+          if (classifier_term) {
+            terms.w = cw;
+            terms.dy = dy;
+          }
           if (df.defined() && classifier_term) {
-            launch_channel_product<T, true, true>(wg, 0, dgt, df, g, lse, cw, dy, dx3);
+            launch_channel_product<T, true, true, false>(terms, dx3);
           } else if (df.defined()) {
-            launch_channel_product<T, true, false>(wg, 0, dgt, df, g, lse, cw, dy, dx3);
+            launch_channel_product<T, true, false, false>(terms, dx3);
           } else if (classifier_term) {
-            launch_channel_product<T, false, true>(wg, 0, dgt, df, g, lse, cw, dy, dx3);
+            launch_channel_product<T, false, true, false>(terms, dx3);
           } else {
-            launch_channel_product<T, false, false>(wg, 0, dgt, df, g, lse, cw, dy, dx3);
+            launch_channel_product<T, false, false, false>(terms, dx3);
           }
         }
         if (grads.dw.defined()) {
-          const at::Tensor partial = launch_pixel_reduce<T, false>(x, dgt, lse, acc_t<T>(1));
+          const at::Tensor partial =
+              launch_pixel_reduce<T, PixelWeights::kAsIs>(x, dgt, lse, acc_t<T>(1));
           grads.dw.copy_(partial.flatten(0, 1).sum(0));
         }
         if (grads.db.defined()) grads.db.copy_(dgt.sum({0, 2}, false, acc));

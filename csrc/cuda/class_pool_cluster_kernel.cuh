@@ -1,7 +1,7 @@
-// class_pool's forward in one pass over x, on Hopper (sm_90) thread-block
-// clusters. A cluster of R = ceil(C / 64) blocks shares each pixel tile:
-// block r holds channels [64 r, 64 r + 64) of x, of the guide weight and of
-// the class features f. Per tile of 64 pixels:
+// class_pool's and context_pool's forward in one pass over x, on Hopper
+// (sm_90) thread-block clusters. A cluster of R = ceil(C / 64) blocks shares
+// each pixel tile: block r holds channels [64 r, 64 r + 64) of x, of the
+// guide weight and of the class features f. Per tile of 64 pixels:
 //
 //   1. each block: partial guide logits over its channels (K x 64, tensor
 //      cores), into its shared memory;
@@ -9,14 +9,19 @@
 //      through distributed shared memory, adds the bias, writes those rows of
 //      g and the per-pixel max and sum of exp over them;
 //   3. cluster sync; each block combines the R (max, sum) pairs into the
-//      per-pixel log-sum-exp and forms p / N for its rows;
-//   4. cluster sync; each block gathers the other blocks' rows of p / N;
-//   5. f[:, its channels] += (p / N) x^T, accumulated in registers.
+//      per-pixel log-sum-exp and forms p * scale for its rows (scale = 1/N
+//      for class_pool, 1 for context_pool);
+//   4. cluster sync; each block gathers the other blocks' rows of p * scale
+//      (and, for context_pool, adds its own rows to the class masses);
+//   5. f[:, its channels] += (p * scale) x^T, accumulated in registers.
 //
 // x is read from device memory once, g written once, and p never leaves the
 // cluster (the two-pass path reads x twice and g once more). A cluster owns a
 // contiguous range of pixels of one image and writes its f to its own slot of
-// `partial` (B * splits, K, C), summed by the host as for the two-pass path.
+// `partial` (B * splits, K, C), summed by the host as for the two-pass path,
+// and with mass_partial the sums of its rows of p * scale (as rounded for the
+// product) to mass_partial (B * splits, K). The guide weight is one (K, C)
+// matrix or one per image, wg_batch_stride apart.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -60,9 +65,9 @@ struct ClusterLayout {
 template <class T, int KP>
 __global__ void __launch_bounds__(kThreads, 1)
     class_pool_cluster_kernel(const T* __restrict__ x, const T* __restrict__ wg,
-                              const T* __restrict__ bg, T* __restrict__ g,
-                              float* __restrict__ partial, float inv_n, int C, int K, int64_t N,
-                              int64_t split_len, int splits) {
+                              int64_t wg_batch_stride, const T* __restrict__ bg, T* __restrict__ g,
+                              float* __restrict__ partial, float* __restrict__ mass_partial,
+                              float scale, int C, int K, int64_t N, int64_t split_len, int splits) {
 #if CONDNET_CLUSTERS
   namespace cg = cooperative_groups;
   using L = ClusterLayout<T, KP>;
@@ -89,13 +94,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int k_end = std::min(K, k_begin + rows_per_block);
   const int own_rows = k_end - k_begin;
 
-  load_tile<KP, CS>(w_s, L::ld_w, wg + c0, C, K, cv);
+  load_tile<KP, CS>(w_s, L::ld_w, wg + b * wg_batch_stride + c0, C, K, cv);
   // Rows K..KP-1 of p stay zero, so padded classes add nothing to f.
   for (int e = threadIdx.x; e < (KP - K) * TN; e += kThreads) {
     p_s[(K + e / TN) * L::ld_p + e % TN] = T(0);
   }
   TileAccumulator<T, KP, CS> f_acc;
   f_acc.zero();
+  // Thread t < own_rows sums class k_begin + t's p * scale.
+  const bool mass_row = mass_partial != nullptr && static_cast<int>(threadIdx.x) < own_rows;
+  float mass = 0.0f;
 
   for (int64_t n0 = start; n0 < stop; n0 += TN) {
     const int nv = static_cast<int>(std::min<int64_t>(TN, stop - n0));
@@ -131,7 +139,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     cluster.sync();
 
-    // 3. per-pixel log-sum-exp over all classes, then this block's rows of p / N.
+    // 3. per-pixel log-sum-exp over all classes, then this block's rows of p * scale.
     if (threadIdx.x < TN) {
       const int j = threadIdx.x;
       float m = -std::numeric_limits<float>::infinity();
@@ -149,11 +157,15 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int e = threadIdx.x; e < own_rows * TN; e += kThreads) {
       const int k = k_begin + e / TN, j = e % TN;
       p_s[k * L::ld_p + j] =
-          j < nv ? static_cast<T>(expf(g_s[k * L::ld_g + j] - lse[j]) * inv_n) : T(0);
+          j < nv ? static_cast<T>(expf(g_s[k * L::ld_g + j] - lse[j]) * scale) : T(0);
     }
     cluster.sync();
+    if (mass_row) {  // this block's rows stay as they are until the next tile's step 3
+      const T* row = p_s + (k_begin + threadIdx.x) * L::ld_p;
+      for (int j = 0; j < nv; ++j) mass += to_acc(row[j]);
+    }
 
-    // 4. the other blocks' rows of p / N.
+    // 4. the other blocks' rows of p * scale.
     for (int q = 0; q < R; ++q) {
       const int q_begin = std::min(K, q * rows_per_block);
       const int q_rows = std::min(K, q_begin + rows_per_block) - q_begin;
@@ -166,13 +178,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     __syncthreads();
 
-    // 5. f[:, this block's channels] += (p / N) x^T.
+    // 5. f[:, this block's channels] += (p * scale) x^T.
     f_acc.template mma<TN, false, true>(p_s, L::ld_p, x_s, L::ld_x);
     __syncthreads();  // x_s and g_s are rewritten by the next tile
   }
 
   f_acc.store(g_s, L::ld_g);
   __syncthreads();
+  if (mass_row) mass_partial[z * K + k_begin + threadIdx.x] = mass;
   float* out = partial + z * K * C + c0;
   for (int e = threadIdx.x; e < K * CS; e += kThreads) {
     const int k = e / CS, j = e % CS;
@@ -192,10 +205,12 @@ inline bool one_pass_enabled() {
   return flag == nullptr || std::string(flag) != "0";
 }
 
+// The launch of one class capacity KP; see launch_class_pool_cluster.
 template <class T, int KP>
 at::Tensor launch_class_pool_cluster_kp(const at::Tensor& x, const at::Tensor& wg,
-                                        const at::Tensor& bg, const at::Tensor& g) {
-  const int64_t B = x.size(0), C = x.size(1), N = x.size(2), K = wg.size(0);
+                                        const at::Tensor& bg, const at::Tensor& g, double scale,
+                                        at::Tensor* mass_partial) {
+  const int64_t B = x.size(0), C = x.size(1), N = x.size(2), K = wg.size(-2);
   const int R = static_cast<int>(ceil_div(C, kClusterChannels));
   auto* kernel = &class_pool_cluster_kernel<T, KP>;
   const size_t smem = ClusterLayout<T, KP>::bytes;
@@ -207,34 +222,39 @@ at::Tensor launch_class_pool_cluster_kp(const at::Tensor& x, const at::Tensor& w
       static_cast<int>(std::clamp<int64_t>(active / B, 1, std::min<int64_t>(tiles, 64)));
   const int64_t split_len = ceil_div(tiles, splits) * kClusterPixels;
   at::Tensor partial = at::empty({B, splits, K, C}, x.options().dtype(at::kFloat));
+  if (mass_partial != nullptr) *mass_partial = at::empty({B, splits, K}, partial.options());
   launch_cluster(kernel, checked_blocks(B * splits * R, x), R, smem, current_stream(),
-                 x.const_data_ptr<T>(), wg.const_data_ptr<T>(),
+                 x.const_data_ptr<T>(), wg.const_data_ptr<T>(), wg.dim() == 3 ? K * C : 0,
                  bg.defined() ? bg.const_data_ptr<T>() : nullptr, g.mutable_data_ptr<T>(),
                  partial.mutable_data_ptr<float>(),
-                 static_cast<float>(1.0 / static_cast<double>(N)), static_cast<int>(C),
-                 static_cast<int>(K), N, split_len, splits);
+                 mass_partial != nullptr ? mass_partial->mutable_data_ptr<float>() : nullptr,
+                 static_cast<float>(scale), static_cast<int>(C), static_cast<int>(K), N, split_len,
+                 splits);
   return partial;
 }
 
-// g (B, K, N) and the partial class features (B, splits, K, C) in one pass
-// over x, or an undefined tensor (nothing launched) where the one-pass path
-// does not apply; x (B, C, N), wg (K, C), bg (K) or undefined, contiguous.
+// g (B, K, N) and the partial sums (B, splits, K, C) of (p * scale) x^T in
+// one pass over x (and with mass_partial, *mass_partial (B, splits, K) the
+// partial sums of p * scale), or an undefined tensor (nothing launched) where
+// the one-pass path does not apply; x (B, C, N), wg (K, C) or (B, K, C), bg
+// (K) or undefined, contiguous.
 template <class T>
 at::Tensor launch_class_pool_cluster(const at::Tensor& x, const at::Tensor& wg,
-                                     const at::Tensor& bg, const at::Tensor& g) {
+                                     const at::Tensor& bg, const at::Tensor& g, double scale,
+                                     at::Tensor* mass_partial = nullptr) {
   if constexpr (!Tiles<T>::kTensorCores) {
     return at::Tensor();
   } else {
-    const int64_t C = x.size(1), K = wg.size(0);
+    const int64_t C = x.size(1), K = wg.size(-2);
     if (!one_pass_enabled() || compute_capability_major(x) < 9 ||
         C > kClusterChannels * kMaxClusterBlocks) {
       return at::Tensor();
     }
     // Class capacities: Cityscapes and Pascal Context, 128, ADE20K, 256.
-    if (K <= 64) return launch_class_pool_cluster_kp<T, 64>(x, wg, bg, g);
-    if (K <= 128) return launch_class_pool_cluster_kp<T, 128>(x, wg, bg, g);
-    if (K <= 160) return launch_class_pool_cluster_kp<T, 160>(x, wg, bg, g);
-    if (K <= 256) return launch_class_pool_cluster_kp<T, 256>(x, wg, bg, g);
+    if (K <= 64) return launch_class_pool_cluster_kp<T, 64>(x, wg, bg, g, scale, mass_partial);
+    if (K <= 128) return launch_class_pool_cluster_kp<T, 128>(x, wg, bg, g, scale, mass_partial);
+    if (K <= 160) return launch_class_pool_cluster_kp<T, 160>(x, wg, bg, g, scale, mass_partial);
+    if (K <= 256) return launch_class_pool_cluster_kp<T, 256>(x, wg, bg, g, scale, mass_partial);
     return at::Tensor();
   }
 }

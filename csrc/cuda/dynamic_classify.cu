@@ -38,10 +38,15 @@ void launch_dynamic_classify_backward(const at::Tensor& dy, const at::Tensor& x,
         using T = scalar_t;
         const at::Tensor none;
         if (dx.defined()) {
-          launch_channel_product<T, false, false>(w, K * C, dy, none, none, none, none, none, dx);
+          ChannelTerms terms;
+          terms.a = w;
+          terms.a_batch_stride = K * C;
+          terms.bp = dy;
+          launch_channel_product<T, false, false, false>(terms, dx);
         }
         if (dw.defined()) {
-          const at::Tensor partial = launch_pixel_reduce<T, false>(x, dy, none, acc_t<T>(1));
+          const at::Tensor partial =
+              launch_pixel_reduce<T, PixelWeights::kAsIs>(x, dy, none, acc_t<T>(1));
           dw.copy_(partial.sum(1));
         }
         if (db.defined()) db.copy_(dy.sum(2, false, acc_type(x.scalar_type())));

@@ -74,6 +74,22 @@ __device__ __forceinline__ void load_tile(T* dst, int ldd, const T* __restrict__
   }
 }
 
+// dst[r][c] = T(src[r * lds + c] * col[c]) for r < rows, c < cols, zero
+// elsewhere: a tile whose columns (pixels) are scaled by a per-pixel factor
+// in the accumulation type, rounded once to T (the cosine classifier's
+// dy / max(|x_n|, eps)).
+template <int ROWS, int COLS, class T>
+__device__ __forceinline__ void load_column_scaled_tile(T* dst, int ldd, const T* __restrict__ src,
+                                                        int64_t lds,
+                                                        const acc_t<T>* __restrict__ col, int rows,
+                                                        int cols) {
+  for (int e = threadIdx.x; e < ROWS * COLS; e += kThreads) {
+    const int r = e / COLS, c = e % COLS;
+    dst[r * ldd + c] =
+        (r < rows && c < cols) ? static_cast<T>(to_acc(src[r * lds + c]) * col[c]) : T(0);
+  }
+}
+
 // The M x N output tile of a block, held in registers while products
 // accumulate into it; store() writes it to shared memory for the epilogue.
 //
@@ -193,12 +209,15 @@ using TileAccumulator = FmaAccumulator<T, M, N>;
 // Cs = A B for A (rows x depth, row-major with leading dimension depth) and
 // B (depth x cols, row-major with leading dimension ldb), streamed through
 // the shared tiles As and Bs; rows <= M, cols <= N. Cs is complete, and the
-// block synchronised, on return.
+// block synchronised, on return. With col_sumsq (shared, N entries), thread
+// j < cols also adds the squares of B's column j to col_sumsq[j] in the same
+// pass over the depth (the cosine classifier's per-pixel |x|^2).
 template <class T, int M, int N, int K>
 __device__ __forceinline__ void product_to_shared(SharedTile<T, M, K>& As, SharedTile<T, K, N>& Bs,
                                                   SharedTile<acc_t<T>, M, N>& Cs,
                                                   const T* __restrict__ a, int depth, int rows,
-                                                  const T* __restrict__ b, int64_t ldb, int cols) {
+                                                  const T* __restrict__ b, int64_t ldb, int cols,
+                                                  acc_t<T>* col_sumsq = nullptr) {
   TileAccumulator<T, M, N> acc;
   acc.zero();
   for (int d0 = 0; d0 < depth; d0 += K) {
@@ -206,6 +225,15 @@ __device__ __forceinline__ void product_to_shared(SharedTile<T, M, K>& As, Share
     load_tile<M, K>(As.data, As.ld, a + d0, depth, rows, dv);
     load_tile<K, N>(Bs.data, Bs.ld, b + static_cast<int64_t>(d0) * ldb, ldb, dv, cols);
     __syncthreads();
+    if (col_sumsq != nullptr && static_cast<int>(threadIdx.x) < cols) {
+      const int j = threadIdx.x;
+      acc_t<T> sum = col_sumsq[j];
+      for (int d = 0; d < dv; ++d) {
+        const acc_t<T> v = to_acc(Bs.data[d * Bs.ld + j]);
+        sum += v * v;
+      }
+      col_sumsq[j] = sum;
+    }
     acc.template mma<K, false, false>(As.data, As.ld, Bs.data, Bs.ld);
     __syncthreads();
   }
