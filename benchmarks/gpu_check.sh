@@ -104,7 +104,7 @@ resource_usage() {
 gpu_tests() {
     # eval: GPU_CHECK_TEST_ARGS may hold quoted words (-k 'not slow').
     eval "\"$PYTHON\" -m pytest -m gpu -x -q --durations=15 \
-        tests/test_ops_gpu.py tests/test_ops_gpu_classifier.py ${GPU_CHECK_TEST_ARGS:-}" \
+        tests/test_ops_gpu.py tests/test_ops_gpu_classifier.py tests/test_ops_gpu_context.py ${GPU_CHECK_TEST_ARGS:-}" \
         >"$OUT/gpu_tests.log" 2>&1
 }
 

@@ -16,7 +16,7 @@ compiled code itself) is not tested here.
 import pytest
 import torch
 
-from condnet.ops import reference
+from condnet.ops import context_composite, reference
 from condnet.ops.cac import DEFAULT_EPS
 from tests.emulated_cuda import SHAPES, build_harness
 from tests.emulated_cuda import close as _close
@@ -290,3 +290,74 @@ def test_channels_last_and_bad_inputs(emu):
         emu.cosine_classify(x, v.double(), DEFAULT_EPS)
     with pytest.raises(ValueError, match="eps must be >= 0"):
         emu.cosine_classify(x, v, -1.0)
+
+
+# -- the whole classifier: the Python composite over the emulated kernels ------------------
+
+
+@pytest.mark.parametrize("shape", [(2, 24, 6, 6, 6), (1, 70, 70, 5, 13)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_fused_classifier_through_the_emulated_kernels(emu, shape, dtype):
+    """context_composite's forward and backward (what the fused op runs on
+    every backend) over the emulated CUDA primitives, against the reference
+    classifier under autograd in float64: the logits, the static logits and
+    the gradient of every input.
+
+    Not in 16 bits: the generator's ReLU makes the gradient of the centres
+    jump where a hidden unit changes sign, and centres rounded to bfloat16
+    flip a few (the CPU kernels' centres too: 7-8% off in d centres at the
+    second shape), so a float64 truth from the rounded inputs is no yardstick
+    for that chain; each primitive is checked in 16 bits above."""
+    B, C, K, H, W = shape
+    low, d = _inputs(shape, dtype)
+    gen = torch.Generator().manual_seed(7)
+    hidden = C // 2
+    generator = [
+        torch.randn(hidden, 2 * C, generator=gen, dtype=torch.float64) * (2 * C) ** -0.5,
+        torch.randn(C, hidden, generator=gen, dtype=torch.float64) * hidden**-0.5,
+        torch.randn(C, generator=gen, dtype=torch.float64) * 0.1,
+    ]
+    generator = [t.to(dtype) for t in generator]
+    parts = context_composite.ContextParts(
+        emu.context_pool,
+        emu.cosine_classify,
+        emu.context_pool_backward,
+        emu.cosine_classify_backward,
+    )
+    x, gw, gb = low["x"], low["gw"], low["gb"]
+    outs = context_composite.forward(parts, x, gw, gb, gw, *generator, 15.0, DEFAULT_EPS)
+    logits, guide_logits, centres, mass, classifier, x_norm = outs
+    dy = low["dy"] * 10  # of the order of the static logits' gradient
+    grads = context_composite.backward(
+        parts,
+        dy,
+        low["dg"],
+        x,
+        gw,
+        guide_logits,
+        centres,
+        mass,
+        gw,
+        *generator,
+        logits,
+        classifier,
+        x_norm,
+        15.0,
+        DEFAULT_EPS,
+        [True] * 7,
+    )
+    leaves = [t.clone().requires_grad_() for t in (d["x"], d["gw"], d["gb"])]
+    leaves += [t.double().requires_grad_() for t in generator]
+    want_y, want_g = reference.context_aware_classifier(*leaves[:3], leaves[1], *leaves[3:])
+    torch.autograd.backward([want_y, want_g], [dy.double(), d["dg"]])
+    _close("logits", logits, want_y.detach(), dtype)
+    _close("guide_logits", guide_logits, want_g.detach(), dtype)
+    # The static classifier is both the guide and the generator's prototypes.
+    dx, dwg, dbg, dw, *d_generator = grads
+    _close("dx", dx, leaves[0].grad, dtype)
+    _close("d_seg_weight", dwg + dw, leaves[1].grad, dtype)
+    _close("d_seg_bias", dbg, leaves[2].grad, dtype)
+    for name, got, leaf in zip(
+        ("d_proj_in", "d_proj_out", "d_proj_out_bias"), d_generator, leaves[3:], strict=True
+    ):
+        _close(name, got, leaf.grad, dtype)
