@@ -228,11 +228,10 @@ def cac_auxiliary_loss(
 
     The classifiers hand over what they kept: a second call before the next
     training forward raises, and once the step's ``backward`` has run nothing
-    of the step is left alive in the model. It works the same through
-    ``DistributedDataParallel`` and ``torch.compile`` (pass the wrapped or the
-    inner model): the recorded tensors belong to the same forward as the
-    output. The oracle's generator ``apd_proj`` gets its gradient here, in the
-    same backward as the host loss.
+    of the step is left alive in the model. ``model`` may be the
+    ``torch.compile`` wrapper (tested with ``fullgraph=True``): the recorded
+    tensors leave the compiled graph with the output. The oracle's generator
+    ``apd_proj`` gets its gradient here, in the same backward as the host loss.
 
     Args:
         model: a network converted by ``make_conditional(..., variant="cac")``.
