@@ -3,13 +3,17 @@
 hand-over of the auxiliary losses (the same numbers as the module called with
 the label), bad input; then on the host libraries' models of
 test_nn_integrations: one training step, a strict state-dict round trip, and
-torch.compile(fullgraph=True) on two of them."""
+torch.compile(fullgraph=True) on two of them; a two-process DDP run on gloo."""
 
 import copy
+import gc
 import io
+import time
+import weakref
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
@@ -175,6 +179,87 @@ def test_loss_hand_over_errors():
     assert not model.cls.recorded
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         cac_auxiliary_loss(lambda x: x, label_for())
+
+
+def _step(model, optimizer, img, label):
+    out = model(img)  # the aux head runs at image size here
+    loss = F.cross_entropy(out["out"], label, ignore_index=255)
+    loss = loss + 0.4 * F.cross_entropy(out["aux"], label, ignore_index=255)
+    loss = loss + cac_auxiliary_loss(model, label)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def test_no_graph_outlives_a_step():
+    model = make_conditional(Net(), variant="cac").train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    img, label = image(), label_for()
+    refs = []
+    for _ in range(3):
+        model(img)
+        recorded = model.cls._recorded
+        refs.append([weakref.ref(t) for t in recorded])
+        del recorded
+        _step(model, optimizer, img, label)
+        gc.collect()
+        assert all(ref() is None for step in refs for ref in step)
+    assert not model.cls.recorded
+
+
+def _ddp_worker(rank, world_size, store, results):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
+    try:
+        out = {}
+        for static in (False, True):
+            torch.manual_seed(0)
+            model = make_conditional(Net(), variant="cac").train()
+            ddp = DistributedDataParallel(model, static_graph=static)
+            optimizer = torch.optim.SGD(ddp.parameters(), lr=0.5)
+            for step in range(2):  # each rank its own images
+                _step(ddp, optimizer, image(seed=10 * rank + step), label_for(seed=rank))
+            out[static] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            out[f"held_{static}"] = model.cls.recorded
+        torch.save(out, f"{results}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_two_processes_train_in_step(tmp_path):
+    """Under DistributedDataParallel (gloo, 2 processes; the default
+    find_unused_parameters=False, and static_graph=True) the auxiliary losses'
+    gradients (apd_proj gets gradients only from them) are reduced with the
+    host's: both ranks end with the same parameters, moved from the start.
+    (find_unused_parameters=True cannot work: apd_proj runs in the loss call,
+    so DDP's search from the forward's outputs marks it unused, then its
+    gradient arrives.)"""
+    world_size = 2
+    context = mp.start_processes(
+        _ddp_worker,
+        args=(world_size, tmp_path / "store", tmp_path),
+        nprocs=world_size,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the DDP workers did not finish within 120 s")
+    torch.manual_seed(0)
+    start = make_conditional(Net(), variant="cac").state_dict()
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world_size)]
+    for static in (False, True):
+        assert not any(result[f"held_{static}"] for result in ranks)
+        for key, value in ranks[0][static].items():
+            torch.testing.assert_close(ranks[1][static][key], value, rtol=0, atol=0, msg=key)
+        for key in ("cls.conv_seg.weight", "cls.proj.0.weight", "cls.apd_proj.0.weight"):
+            assert not torch.equal(ranks[0][static][key], start[key]), key
 
 
 def _cac_kwargs(kwargs):

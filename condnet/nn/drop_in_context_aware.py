@@ -231,7 +231,11 @@ def cac_auxiliary_loss(
     of the step is left alive in the model. ``model`` may be the
     ``torch.compile`` wrapper (tested with ``fullgraph=True``): the recorded
     tensors leave the compiled graph with the output. The oracle's generator
-    ``apd_proj`` gets its gradient here, in the same backward as the host loss.
+    ``apd_proj`` runs here, outside the forward, and gets its gradient in the
+    same backward as the host loss; so ``DistributedDataParallel`` works with
+    its default ``find_unused_parameters=False`` or with ``static_graph=True``,
+    not with ``find_unused_parameters=True`` (which, searching from the
+    forward's outputs, takes ``apd_proj`` for unused).
 
     Args:
         model: a network converted by ``make_conditional(..., variant="cac")``.
