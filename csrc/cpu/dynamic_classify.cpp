@@ -4,8 +4,6 @@
 // natively (products.h); elsewhere those go chunk by chunk in float32, so no
 // float32 copy of x, y or dy is ever made whole.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -38,18 +36,9 @@ void forward_kernel(const at::Tensor& x, const at::Tensor& weight, const at::Ten
   const at::Tensor ba =
       bias.defined() ? bias.to(acc).view({B, K, 1}) : at::zeros({B, K, 1}, x.options().dtype(acc));
   const Chunks chunks(N);
-  // OpenMP workers start with fresh thread-local state (grad mode, dispatch keys):
-  // give them the caller's, which includes this kernel's KernelScope.
-  const at::ThreadLocalState caller_state;
-  at::parallel_for(0, B * chunks.count, 1, [&](int64_t begin, int64_t end) {
-    const at::ThreadLocalStateGuard caller_guard(caller_state);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / chunks.count;
-      const int64_t start = (item % chunks.count) * chunks.length;
-      const int64_t len = std::min(N, start + chunks.length) - start;
-      const at::Tensor xc = x[b].narrow(1, start, len).to(acc);
-      y3[b].narrow(1, start, len).copy_(at::addmm(ba[b], wa[b], xc));
-    }
+  for_each_chunk(B, chunks, [&](int64_t b, int64_t, int64_t start, int64_t stop) {
+    const at::Tensor xc = x[b].narrow(1, start, stop - start).to(acc);
+    y3[b].narrow(1, start, stop - start).copy_(at::addmm(ba[b], wa[b], xc));
   });
 }
 
@@ -85,25 +74,17 @@ void backward_kernel(const at::Tensor& dy, const at::Tensor& x, const at::Tensor
   at::Tensor db_part = at::empty({B, need_db ? chunks.count : 0, K}, acc_opts);
   const at::Tensor wa_t = weight.to(acc).transpose(1, 2);  // (B, C, K)
 
-  // OpenMP workers start with fresh thread-local state (grad mode, dispatch keys):
-  // give them the caller's, which includes this kernel's KernelScope.
-  const at::ThreadLocalState caller_state;
-  at::parallel_for(0, B * chunks.count, 1, [&](int64_t begin, int64_t end) {
-    const at::ThreadLocalStateGuard caller_guard(caller_state);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / chunks.count, c = item % chunks.count;
-      const int64_t start = c * chunks.length;
-      const int64_t len = std::min(N, start + chunks.length) - start;
-      const at::Tensor dyc = dy[b].narrow(1, start, len).to(acc);  // (K, len)
-      if (need_dx) dx[b].narrow(1, start, len).copy_(at::mm(wa_t[b], dyc));
-      if (need_dw) {
-        at::Tensor out = dw_part[b][c];
-        at::mm_out(out, dyc, x[b].narrow(1, start, len).to(acc).t());
-      }
-      if (need_db) {
-        at::Tensor out = db_part[b][c];
-        at::sum_out(out, dyc, 1);
-      }
+  for_each_chunk(B, chunks, [&](int64_t b, int64_t c, int64_t start, int64_t stop) {
+    const int64_t len = stop - start;
+    const at::Tensor dyc = dy[b].narrow(1, start, len).to(acc);  // (K, len)
+    if (need_dx) dx[b].narrow(1, start, len).copy_(at::mm(wa_t[b], dyc));
+    if (need_dw) {
+      at::Tensor out = dw_part[b][c];
+      at::mm_out(out, dyc, x[b].narrow(1, start, len).to(acc).t());
+    }
+    if (need_db) {
+      at::Tensor out = db_part[b][c];
+      at::sum_out(out, dyc, 1);
     }
   });
   if (need_dw) dw.copy_(sum_in_order(dw_part, 1));

@@ -2,8 +2,6 @@
 #include "softmax_pool.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <ATen/ThreadLocalState.h>
 
 #include <algorithm>
 #include <vector>
@@ -37,38 +35,29 @@ PooledSums softmax_pool_forward(const at::Tensor& x, const at::Tensor& weight,
   at::Tensor partial = at::empty({B, chunks.count, K, C}, acc_opts);
   at::Tensor mass_partial = at::empty({B, with_mass ? chunks.count : 0, K}, acc_opts);
 
-  // OpenMP workers start with fresh thread-local state (grad mode, dispatch keys):
-  // give them the caller's, which includes the calling kernel's KernelScope.
-  const at::ThreadLocalState caller_state;
-  at::parallel_for(0, B * chunks.count, 1, [&](int64_t begin, int64_t end) {
-    const at::ThreadLocalStateGuard caller_guard(caller_state);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / chunks.count, c = item % chunks.count;
-      const int64_t start = c * chunks.length;
-      const int64_t stop = std::min(N, start + chunks.length);
-      at::Tensor sums = partial[b][c].zero_();
-      at::Tensor mass = with_mass ? mass_partial[b][c].zero_() : at::Tensor();
-      for (int64_t n0 = start; n0 < stop; n0 += kTile) {
-        const int64_t T = std::min(kTile, stop - n0);
-        const at::Tensor xt = x[b].narrow(1, n0, T).to(prod);  // (C, T)
-        at::Tensor g_tile = g3[b].narrow(1, n0, T);            // (K, T)
-        at::Tensor logits;                                     // (K, T) in acc
-        if (g_tile.scalar_type() == acc) {
-          // Straight into g: a BLAS output may have a row stride (N here).
-          at::addmm_out(g_tile, ba, wp[b], xt);
-          logits = g_tile;
-        } else {
-          // A 16-bit product is rounded once, as eager's matmul is.
-          logits = widened ? at::addmm(ba, wp[b], xt) : at::mm(wp[b], xt).to(acc).add_(ba);
-          g_tile.copy_(logits);
-        }
-        const at::Tensor p = at::_softmax(logits, 0, false);
-        if (mass.defined()) mass.add_(p.sum(1));
-        if (widened) {
-          sums.addmm_(p, xt.t());
-        } else {
-          sums.add_(at::mm(p.to(prod), xt.t()));
-        }
+  for_each_chunk(B, chunks, [&](int64_t b, int64_t c, int64_t start, int64_t stop) {
+    at::Tensor sums = partial[b][c].zero_();
+    at::Tensor mass = with_mass ? mass_partial[b][c].zero_() : at::Tensor();
+    for (int64_t n0 = start; n0 < stop; n0 += kTile) {
+      const int64_t T = std::min(kTile, stop - n0);
+      const at::Tensor xt = x[b].narrow(1, n0, T).to(prod);  // (C, T)
+      at::Tensor g_tile = g3[b].narrow(1, n0, T);            // (K, T)
+      at::Tensor logits;                                     // (K, T) in acc
+      if (g_tile.scalar_type() == acc) {
+        // Straight into g: a BLAS output may have a row stride (N here).
+        at::addmm_out(g_tile, ba, wp[b], xt);
+        logits = g_tile;
+      } else {
+        // A 16-bit product is rounded once, as eager's matmul is.
+        logits = widened ? at::addmm(ba, wp[b], xt) : at::mm(wp[b], xt).to(acc).add_(ba);
+        g_tile.copy_(logits);
+      }
+      const at::Tensor p = at::_softmax(logits, 0, false);
+      if (mass.defined()) mass.add_(p.sum(1));
+      if (widened) {
+        sums.addmm_(p, xt.t());
+      } else {
+        sums.add_(at::mm(p.to(prod), xt.t()));
       }
     }
   });
@@ -114,85 +103,76 @@ void pool_backward(const PoolGradients& grads) {
     dx_left = at::cat(parts, 2);
   }
 
-  // OpenMP workers start with fresh thread-local state (grad mode, dispatch keys):
-  // give them the caller's, which includes the calling kernel's KernelScope.
-  const at::ThreadLocalState caller_state;
-  at::parallel_for(0, B * chunks.count, 1, [&](int64_t begin, int64_t end) {
-    const at::ThreadLocalStateGuard caller_guard(caller_state);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / chunks.count, c = item % chunks.count;
-      const int64_t start = c * chunks.length;
-      const int64_t stop = std::min(N, start + chunks.length);
-      at::Tensor dw = need_dw ? dw_part[b][c].zero_() : at::Tensor();
-      at::Tensor db = need_db ? db_part[b][c].zero_() : at::Tensor();
-      at::Tensor cdw = cls_dw ? cls_dw_part[b][c].zero_() : at::Tensor();
-      for (int64_t n0 = start; n0 < stop; n0 += kTile) {
-        const int64_t T = std::min(kTile, stop - n0);
-        // (C, T) in prod, converted once and only where a product needs it.
-        at::Tensor xt_cache;
-        const auto xt = [&] {
-          if (!xt_cache.defined()) xt_cache = x[b].narrow(1, n0, T).to(prod);
-          return xt_cache;
-        };
-        at::Tensor p, ds;  // (K, T) each, in acc
-        if (with_p) {
-          p = at::_softmax(grads.logits[b].narrow(1, n0, T).to(acc), 0, false);
-          at::Tensor dp;  // dP = grad_sums x + grad_mass
-          if (dsums.defined()) {
-            dp = at::mm(dsums[b], xt()).to(acc);
-            if (dmass.defined()) dp.add_(dmass[b]);
-          } else {
-            dp = dmass[b].expand({K, T});
-          }
-          ds = at::_softmax_backward_data(dp, p, 0, acc);
-          if (grads.grad_logits.defined()) ds.add_(grads.grad_logits[b].narrow(1, n0, T));
-        } else if (pooled) {
-          ds = grads.grad_logits[b].narrow(1, n0, T).to(acc);
+  for_each_chunk(B, chunks, [&](int64_t b, int64_t c, int64_t start, int64_t stop) {
+    at::Tensor dw = need_dw ? dw_part[b][c].zero_() : at::Tensor();
+    at::Tensor db = need_db ? db_part[b][c].zero_() : at::Tensor();
+    at::Tensor cdw = cls_dw ? cls_dw_part[b][c].zero_() : at::Tensor();
+    for (int64_t n0 = start; n0 < stop; n0 += kTile) {
+      const int64_t T = std::min(kTile, stop - n0);
+      // (C, T) in prod, converted once and only where a product needs it.
+      at::Tensor xt_cache;
+      const auto xt = [&] {
+        if (!xt_cache.defined()) xt_cache = x[b].narrow(1, n0, T).to(prod);
+        return xt_cache;
+      };
+      at::Tensor p, ds;  // (K, T) each, in acc
+      if (with_p) {
+        p = at::_softmax(grads.logits[b].narrow(1, n0, T).to(acc), 0, false);
+        at::Tensor dp;  // dP = grad_sums x + grad_mass
+        if (dsums.defined()) {
+          dp = at::mm(dsums[b], xt()).to(acc);
+          if (dmass.defined()) dp.add_(dmass[b]);
+        } else {
+          dp = dmass[b].expand({K, T});
         }
-        at::Tensor cls_rows, x_coef;  // (K2, T) in prod: dy, or dy / r for cosine; (T) in acc
-        if (cls_dx || cls_dw) {
-          const at::Tensor dy = cls.grad_logits[b].narrow(1, n0, T);
-          if (cls.cosine()) {
-            const CosineTileGrad tile =
-                cosine_tile_grad(dy, cls.logits[b].narrow(1, n0, T), cls.x_norm[b].narrow(0, n0, T),
-                                 cls.eps, cls_dx, acc);
-            cls_rows = tile.scaled.to(prod);
-            x_coef = tile.x_coef;
-          } else {
-            cls_rows = dy.to(prod);
-          }
+        ds = at::_softmax_backward_data(dp, p, 0, acc);
+        if (grads.grad_logits.defined()) ds.add_(grads.grad_logits[b].narrow(1, n0, T));
+      } else if (pooled) {
+        ds = grads.grad_logits[b].narrow(1, n0, T).to(acc);
+      }
+      at::Tensor cls_rows, x_coef;  // (K2, T) in prod: dy, or dy / r for cosine; (T) in acc
+      if (cls_dx || cls_dw) {
+        const at::Tensor dy = cls.grad_logits[b].narrow(1, n0, T);
+        if (cls.cosine()) {
+          const CosineTileGrad tile =
+              cosine_tile_grad(dy, cls.logits[b].narrow(1, n0, T), cls.x_norm[b].narrow(0, n0, T),
+                               cls.eps, cls_dx, acc);
+          cls_rows = tile.scaled.to(prod);
+          x_coef = tile.x_coef;
+        } else {
+          cls_rows = dy.to(prod);
         }
-        if (need_dx) {
-          std::vector<at::Tensor> rows;
-          if (pooled) rows.push_back(ds.to(prod));
-          if (dsums.defined()) rows.push_back(p.to(prod));
-          if (cls_dx) rows.push_back(cls_rows);
-          const at::Tensor right = rows.size() == 1 ? rows[0] : at::cat(rows, 0);
-          at::Tensor dx_tile = grads.dx[b].narrow(1, n0, T);
-          if (dx_tile.scalar_type() == prod) {
-            // Straight into dx: a BLAS output may have a row stride (N here).
-            at::mm_out(dx_tile, dx_left[b], right);
-            if (x_coef.defined()) dx_tile.addcmul_(xt(), x_coef, -1);
-          } else {
-            at::Tensor sum = at::mm(dx_left[b], right);
-            if (x_coef.defined()) sum.addcmul_(xt(), x_coef, -1);
-            dx_tile.copy_(sum);
-          }
+      }
+      if (need_dx) {
+        std::vector<at::Tensor> rows;
+        if (pooled) rows.push_back(ds.to(prod));
+        if (dsums.defined()) rows.push_back(p.to(prod));
+        if (cls_dx) rows.push_back(cls_rows);
+        const at::Tensor right = rows.size() == 1 ? rows[0] : at::cat(rows, 0);
+        at::Tensor dx_tile = grads.dx[b].narrow(1, n0, T);
+        if (dx_tile.scalar_type() == prod) {
+          // Straight into dx: a BLAS output may have a row stride (N here).
+          at::mm_out(dx_tile, dx_left[b], right);
+          if (x_coef.defined()) dx_tile.addcmul_(xt(), x_coef, -1);
+        } else {
+          at::Tensor sum = at::mm(dx_left[b], right);
+          if (x_coef.defined()) sum.addcmul_(xt(), x_coef, -1);
+          dx_tile.copy_(sum);
         }
-        if (dw.defined()) {
-          if (widened) {
-            dw.addmm_(ds, xt().t());
-          } else {
-            dw.add_(at::mm(ds.to(prod), xt().t()));
-          }
+      }
+      if (dw.defined()) {
+        if (widened) {
+          dw.addmm_(ds, xt().t());
+        } else {
+          dw.add_(at::mm(ds.to(prod), xt().t()));
         }
-        if (db.defined()) db.add_(ds.sum(1));
-        if (cdw.defined()) {
-          if (widened) {
-            cdw.addmm_(cls_rows, xt().t());
-          } else {
-            cdw.add_(at::mm(cls_rows, xt().t()));
-          }
+      }
+      if (db.defined()) db.add_(ds.sum(1));
+      if (cdw.defined()) {
+        if (widened) {
+          cdw.addmm_(cls_rows, xt().t());
+        } else {
+          cdw.add_(at::mm(cls_rows, xt().t()));
         }
       }
     }

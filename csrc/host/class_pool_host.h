@@ -20,6 +20,7 @@
 
 #include "../checks.h"
 #include "../kernel_host.h"
+#include "pool_backward_outputs.h"
 
 namespace condnet::host {
 
@@ -79,23 +80,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_pool_backward(
   check_classifier_term(grad_logits, classifier_weight, x);
   const typename Kernels::Guard device_guard(x);
   const KernelScope scope;
-  const auto [need_dx, need_dw, need_db] = output_mask;
   const bool pooled = grad_guide_logits.has_value() || grad_class_feats.has_value();
-  const bool classifier_term = need_dx && grad_logits.has_value();
-
-  at::Tensor dx, dw, db;
-  if (need_dx) dx = Kernels::empty_output({B, C, H, W}, x.options());
-  if (need_dw) dw = at::empty({K, C}, guide_weight.options());
-  if (need_db) db = at::empty({K}, guide_weight.options());
-  // What no gradient reaches is zero: dx without any term, the guide conv's
-  // gradients without the pooling's, everything without an image.
-  const bool flows = B > 0 && (pooled || classifier_term);
-  if (need_dx && !flows) dx.zero_();
-  if (!flows || !pooled) {
-    if (need_dw) dw.zero_();
-    if (need_db) db.zero_();
-  }
-  if (!flows) return {dx, dw, db};
+  const bool classifier_term = output_mask[0] && grad_logits.has_value();
+  auto [dx, dw, db, run] =
+      pool_backward_outputs<Kernels>(x, guide_weight, output_mask, pooled, classifier_term);
+  if (!run) return {dx, dw, db};
 
   ClassPoolGradients grads;
   grads.x = x.contiguous().view({B, C, N});
@@ -109,7 +98,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_pool_backward(
     grads.classifier_weight = *classifier_weight;
     grads.grad_logits = grad_logits->contiguous().view({B, classifier_weight->size(1), N});
   }
-  if (need_dx) grads.dx = dx.view({B, C, N});
+  if (dx.defined()) grads.dx = dx.view({B, C, N});
   if (pooled) {
     grads.dw = dw;
     grads.db = db;

@@ -25,6 +25,7 @@
 #include "../checks.h"
 #include "../kernel_host.h"
 #include "context_checks.h"
+#include "pool_backward_outputs.h"
 
 namespace condnet::host {
 
@@ -110,24 +111,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> context_pool_backward(
   check_eps(eps);
   const typename Kernels::Guard device_guard(x);
   const KernelScope scope;
-  const auto [need_dx, need_dw, need_db] = output_mask;
   const bool pooled =
       grad_guide_logits.has_value() || grad_centres.has_value() || grad_mass.has_value();
-  const bool cosine_term = need_dx && cosine_given;
-
-  at::Tensor dx, dw, db;
-  if (need_dx) dx = Kernels::empty_output({B, C, H, W}, x.options());
-  if (need_dw) dw = at::empty(guide_weight.sizes(), guide_weight.options());
-  if (need_db) db = at::empty({K}, x.options());
-  // What no gradient reaches is zero: dx without any term, the guide conv's
-  // gradients without the pooling's, everything without an image.
-  const bool flows = B > 0 && (pooled || cosine_term);
-  if (need_dx && !flows) dx.zero_();
-  if (!flows || !pooled) {
-    if (need_dw) dw.zero_();
-    if (need_db) db.zero_();
-  }
-  if (!flows || (!need_dx && !need_dw && !need_db)) return {dx, dw, db};
+  const bool cosine_term = output_mask[0] && cosine_given;
+  auto [dx, dw, db, run] =
+      pool_backward_outputs<Kernels>(x, guide_weight, output_mask, pooled, cosine_term);
+  if (!run) return {dx, dw, db};
 
   ContextPoolGradients grads;
   grads.x = x.contiguous().view({B, C, N});
@@ -148,7 +137,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> context_pool_backward(
     grads.x_norm = x_norm->contiguous().view({B, N});
     grads.eps = eps;
   }
-  if (need_dx) grads.dx = dx.view({B, C, N});
+  if (dx.defined()) grads.dx = dx.view({B, C, N});
   if (pooled) {
     grads.dw = dw;
     grads.db = db;
