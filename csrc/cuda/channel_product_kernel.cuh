@@ -140,4 +140,15 @@ void launch_channel_product(const ChannelTerms& t, const at::Tensor& out) {
                  checked_int(K, "classes"), N);
 }
 
+// launch_channel_product with SOFTMAX_TERM and CLASSIFIER_TERM read from
+// which terms t has; COSINE: its classifier term is the cosine classifier's.
+template <class T, bool COSINE>
+void launch_channel_product_of(const ChannelTerms& t, const at::Tensor& out) {
+  const bool softmax = t.s.defined(), classifier = t.w.defined();
+  if (softmax && classifier) return launch_channel_product<T, true, true, COSINE>(t, out);
+  if (softmax) return launch_channel_product<T, true, false, false>(t, out);
+  if (classifier) return launch_channel_product<T, false, true, COSINE>(t, out);
+  launch_channel_product<T, false, false, false>(t, out);
+}
+
 }  // namespace condnet::cuda

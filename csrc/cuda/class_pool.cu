@@ -55,7 +55,6 @@ void launch_class_pool_forward(const at::Tensor& x, const at::Tensor& guide_weig
 void launch_class_pool_backward(const host::ClassPoolGradients& grads) {
   const at::Tensor& x = grads.x;
   const int64_t B = x.size(0), K = grads.guide_weight.size(0), N = x.size(2);
-  const bool pooled = grads.pooled();
   const bool classifier_term = grads.grad_logits.defined();
   // The classifier term's operands: w (B, K2, C) and dy (B, K2, N).
   const at::Tensor cw = classifier_term ? grads.classifier_weight.contiguous() : at::Tensor();
@@ -70,14 +69,8 @@ void launch_class_pool_backward(const host::ClassPoolGradients& grads) {
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "condnet::class_pool_backward", [&] {
         using T = scalar_t;
-        if (!pooled) {  // dx = w^T dy alone
-          ChannelTerms terms;
-          terms.w = cw;
-          terms.dy = dy;
-          launch_channel_product<T, false, true, false>(terms, dx3);
-          return;
-        }
-        // Without df the softmax is not involved: dgt is dg itself.
+        // Without df the softmax is not involved: dgt is dg itself (undefined
+        // where nothing flows through the pooling: dx = w^T dy alone).
         at::Tensor dgt = dg, lse;
         if (df.defined()) {
           dgt = at::empty({B, K, N}, x.options());
@@ -87,8 +80,10 @@ void launch_class_pool_backward(const host::ClassPoolGradients& grads) {
         }
         if (dx3.defined()) {
           ChannelTerms terms;
-          terms.a = wg;
-          terms.bp = dgt;
+          if (dgt.defined()) {
+            terms.a = wg;
+            terms.bp = dgt;
+          }
           if (df.defined()) {
             terms.s = df;
             terms.g = g;
@@ -99,15 +94,7 @@ void launch_class_pool_backward(const host::ClassPoolGradients& grads) {
             terms.w = cw;
             terms.dy = dy;
           }
-          if (df.defined() && classifier_term) {
-            launch_channel_product<T, true, true, false>(terms, dx3);
-          } else if (df.defined()) {
-            launch_channel_product<T, true, false, false>(terms, dx3);
-          } else if (classifier_term) {
-            launch_channel_product<T, false, true, false>(terms, dx3);
-          } else {
-            launch_channel_product<T, false, false, false>(terms, dx3);
-          }
+          launch_channel_product_of<T, false>(terms, dx3);
         }
         if (grads.dw.defined()) {
           const at::Tensor partial =

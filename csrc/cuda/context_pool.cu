@@ -122,16 +122,7 @@ void launch_context_pool_backward(const host::ContextPoolGradients& grads) {
             terms.dy = grads.grad_logits;
             terms.x = x;
           }
-          const bool softmax = terms.s.defined();
-          if (softmax && cosine) {
-            launch_channel_product<T, true, true, true>(terms, grads.dx);
-          } else if (softmax) {
-            launch_channel_product<T, true, false, false>(terms, grads.dx);
-          } else if (cosine) {
-            launch_channel_product<T, false, true, true>(terms, grads.dx);
-          } else {
-            launch_channel_product<T, false, false, false>(terms, grads.dx);
-          }
+          launch_channel_product_of<T, true>(terms, grads.dx);
         }
         if (grads.dw.defined()) {
           const at::Tensor partial =
