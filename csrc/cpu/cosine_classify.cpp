@@ -34,9 +34,10 @@ void forward_kernel(const at::Tensor& x, const at::Tensor& weight, double eps, c
   const auto prod = product_type(x.scalar_type());
   const at::Tensor wp = weight.to(prod).contiguous();
   const Chunks chunks(N);
+  const int64_t tile = tile_pixels(prod);
   for_each_chunk(B, chunks, [&](int64_t b, int64_t, int64_t start, int64_t stop) {
-    for (int64_t n0 = start; n0 < stop; n0 += kTile) {
-      const int64_t T = std::min(kTile, stop - n0);
+    for (int64_t n0 = start; n0 < stop; n0 += tile) {
+      const int64_t T = std::min(tile, stop - n0);
       const at::Tensor x_tile = x[b].narrow(1, n0, T);  // (C, T)
       const at::Tensor norms = x_norm[b].narrow(0, n0, T);
       pixel_norms(x_tile, norms);

@@ -32,14 +32,15 @@ PooledSums softmax_pool_forward(const at::Tensor& x, const at::Tensor& weight,
   const at::Tensor wp = per_image(weight.to(prod).contiguous(), B);
   const at::Tensor ba = bias.defined() ? bias.to(acc).view({K, 1}) : at::zeros({K, 1}, acc_opts);
   const Chunks chunks(N);
+  const int64_t tile = tile_pixels(prod);
   at::Tensor partial = at::empty({B, chunks.count, K, C}, acc_opts);
   at::Tensor mass_partial = at::empty({B, with_mass ? chunks.count : 0, K}, acc_opts);
 
   for_each_chunk(B, chunks, [&](int64_t b, int64_t c, int64_t start, int64_t stop) {
     at::Tensor sums = partial[b][c].zero_();
     at::Tensor mass = with_mass ? mass_partial[b][c].zero_() : at::Tensor();
-    for (int64_t n0 = start; n0 < stop; n0 += kTile) {
-      const int64_t T = std::min(kTile, stop - n0);
+    for (int64_t n0 = start; n0 < stop; n0 += tile) {
+      const int64_t T = std::min(tile, stop - n0);
       const at::Tensor xt = x[b].narrow(1, n0, T).to(prod);  // (C, T)
       at::Tensor g_tile = g3[b].narrow(1, n0, T);            // (K, T)
       at::Tensor logits;                                     // (K, T) in acc
@@ -85,6 +86,7 @@ void pool_backward(const PoolGradients& grads) {
   const int64_t K = pooled ? grads.weight.size(-2) : 0;
   const int64_t K2 = cls.weight.defined() ? cls.weight.size(1) : 0;
   const Chunks chunks(N);
+  const int64_t tile = tile_pixels(prod);
   // Per-(image, chunk) partial sums of the weight gradients.
   at::Tensor dw_part = at::empty({B, need_dw ? chunks.count : 0, K, C}, acc_opts);
   at::Tensor db_part = at::empty({B, need_db ? chunks.count : 0, K}, acc_opts);
@@ -94,7 +96,8 @@ void pool_backward(const PoolGradients& grads) {
       grads.grad_mass.defined() ? grads.grad_mass.to(acc).unsqueeze(-1) : at::Tensor();
   // dx is one product per tile, dx = L [ds; P; dy'], with L = [W^T, grad_sums^T,
   // w^T] of the terms that flow (C, 2K + K2 at most), stacked once per image.
-  at::Tensor dx_left;  // (B, C, rows)
+  at::Tensor dx_left;  // (B, C, right_rows)
+  const int64_t right_rows = (pooled ? K : 0) + (dsums.defined() ? K : 0) + (cls_dx ? K2 : 0);
   if (need_dx) {
     std::vector<at::Tensor> parts;
     if (pooled) parts.push_back(per_image(grads.weight.to(prod), B).transpose(1, 2));
@@ -107,8 +110,8 @@ void pool_backward(const PoolGradients& grads) {
     at::Tensor dw = need_dw ? dw_part[b][c].zero_() : at::Tensor();
     at::Tensor db = need_db ? db_part[b][c].zero_() : at::Tensor();
     at::Tensor cdw = cls_dw ? cls_dw_part[b][c].zero_() : at::Tensor();
-    for (int64_t n0 = start; n0 < stop; n0 += kTile) {
-      const int64_t T = std::min(kTile, stop - n0);
+    for (int64_t n0 = start; n0 < stop; n0 += tile) {
+      const int64_t T = std::min(tile, stop - n0);
       // (C, T) in prod, converted once and only where a product needs it.
       at::Tensor xt_cache;
       const auto xt = [&] {
@@ -130,25 +133,33 @@ void pool_backward(const PoolGradients& grads) {
       } else if (pooled) {
         ds = grads.grad_logits[b].narrow(1, n0, T).to(acc);
       }
-      at::Tensor cls_rows, x_coef;  // (K2, T) in prod: dy, or dy / r for cosine; (T) in acc
+      at::Tensor cls_grad, x_coef;  // (K2, T): dy, or dy / r in acc for cosine; (T) in acc
       if (cls_dx || cls_dw) {
-        const at::Tensor dy = cls.grad_logits[b].narrow(1, n0, T);
+        cls_grad = cls.grad_logits[b].narrow(1, n0, T);
         if (cls.cosine()) {
-          const CosineTileGrad tile =
-              cosine_tile_grad(dy, cls.logits[b].narrow(1, n0, T), cls.x_norm[b].narrow(0, n0, T),
-                               cls.eps, cls_dx, acc);
-          cls_rows = tile.scaled.to(prod);
-          x_coef = tile.x_coef;
-        } else {
-          cls_rows = dy.to(prod);
+          const CosineTileGrad cosine =
+              cosine_tile_grad(cls_grad, cls.logits[b].narrow(1, n0, T),
+                               cls.x_norm[b].narrow(0, n0, T), cls.eps, cls_dx, acc);
+          cls_grad = cosine.scaled;
+          x_coef = cosine.x_coef;
         }
       }
+      // dx's right factor [ds; P; dy'] in prod, each block converted once
+      // straight into place; the ds and dy' blocks serve dw and the
+      // classifier's dw too.
+      at::Tensor ds_p, cls_rows;
       if (need_dx) {
-        std::vector<at::Tensor> rows;
-        if (pooled) rows.push_back(ds.to(prod));
-        if (dsums.defined()) rows.push_back(p.to(prod));
-        if (cls_dx) rows.push_back(cls_rows);
-        const at::Tensor right = rows.size() == 1 ? rows[0] : at::cat(rows, 0);
+        const at::Tensor right = at::empty({right_rows, T}, x.options().dtype(prod));
+        int64_t row = 0;
+        if (pooled) {
+          ds_p = right.narrow(0, 0, K).copy_(ds);
+          row = K;
+        }
+        if (dsums.defined()) {
+          right.narrow(0, row, K).copy_(p);
+          row += K;
+        }
+        if (cls_dx) cls_rows = right.narrow(0, row, K2).copy_(cls_grad);
         at::Tensor dx_tile = grads.dx[b].narrow(1, n0, T);
         if (dx_tile.scalar_type() == prod) {
           // Straight into dx: a BLAS output may have a row stride (N here).
@@ -160,11 +171,12 @@ void pool_backward(const PoolGradients& grads) {
           dx_tile.copy_(sum);
         }
       }
+      if (cdw.defined() && !cls_rows.defined()) cls_rows = cls_grad.to(prod);
       if (dw.defined()) {
         if (widened) {
           dw.addmm_(ds, xt().t());
         } else {
-          dw.add_(at::mm(ds.to(prod), xt().t()));
+          dw.add_(at::mm(ds_p.defined() ? ds_p : ds.to(prod), xt().t()));
         }
       }
       if (db.defined()) db.add_(ds.sum(1));
