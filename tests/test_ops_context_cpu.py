@@ -77,13 +77,18 @@ def _assert_near_truth(got, truth, dtype, rtol, frac):
 @pytest.mark.parametrize("dtype", HALF)
 def test_16bit_is_close_to_float64_truth_on_both_paths(products, dtype, monkeypatch):
     """float32 master weights for the generator, as mixed precision has them;
-    437 pixels: two tiles, a partial last one."""
+    1147 pixels: two chunks, of 768 and 379 pixels, so both the float32
+    products' 256-pixel tiles and the 16-bit products' 512-pixel ones end in a
+    partial tile."""
     monkeypatch.setenv("CONDNET_CPU_PRODUCTS", products)
-    inputs, mask = _inputs(2, 40, 11, 19, 23, per_image=True)
+    inputs, mask = _inputs(2, 40, 11, 31, 37, per_image=True)
     rounded = [t.to(dtype).double() for t in inputs[:3]] + inputs[3:]
     got = _run("extension", inputs, mask, dtype, torch.float32)
     truth = _run("reference", rounded, mask.to(dtype).double(), torch.float64, torch.float64)
-    _assert_near_truth(got, truth, dtype, rtol=3e-2, frac=2e-2)
+    # Measured: at most 5.4e-3 (bfloat16) and 5.5e-4 (float16) of each result's
+    # largest entry, on either path.
+    rtol, frac = (2e-2, 1.5e-2) if dtype == torch.bfloat16 else (4e-3, 2e-3)
+    _assert_near_truth(got, truth, dtype, rtol=rtol, frac=frac)
     for name, a in zip(NAMES[:6], got[:6], strict=True):
         assert a.dtype == dtype, name
 
