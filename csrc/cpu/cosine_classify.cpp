@@ -46,7 +46,7 @@ void forward_kernel(const at::Tensor& x, const at::Tensor& weight, double eps, c
       if (y_tile.scalar_type() == prod) {
         // Straight into y: a BLAS output may have a row stride (N here).
         at::mm_out(y_tile, wp[b], x_tile);
-        y_tile.div_(r);
+        divide_by_norms(y_tile, r);
       } else {
         // 16-bit features with float32 products: divided, then rounded once.
         y_tile.copy_(at::mm(wp[b], x_tile.to(prod)).div_(r));

@@ -1,5 +1,6 @@
 // The cosine classifier's per-pixel pieces on one tile of T pixels, for the
-// CPU kernels (cosine_classify.cpp, softmax_pool.cpp):
+// CPU kernels (cosine_classify.cpp, softmax_pool.cpp). Tiles are (rows, T)
+// views whose pixels are contiguous (rows may be strided):
 //
 //   forward:  x_norm_n = |x_n|, taken from the tile of x while it is in
 //             cache for the product (the product itself is a GEMM);
@@ -48,6 +49,58 @@ inline void pixel_norms(const at::Tensor& x_tile, const at::Tensor& norms) {
         column_norms<scalar_t, Acc>(x_tile.const_data_ptr<scalar_t>(), x_tile.size(0),
                                     x_tile.stride(0), x_tile.size(1),
                                     norms.mutable_data_ptr<Acc>());
+      });
+}
+
+// row[t] = row[t] / r[t] for the K rows of a (K, len) tile (rows ld apart),
+// divided in Acc and rounded once to T.
+template <class T, class Acc>
+CONDNET_MULTIVERSION void divide_columns(T* y, int64_t K, int64_t ld, int64_t len, const Acc* r) {
+  for (int64_t k = 0; k < K; ++k) {
+    T* row = y + k * ld;
+#pragma omp simd
+    for (int64_t t = 0; t < len; ++t) row[t] = static_cast<T>(static_cast<Acc>(row[t]) / r[t]);
+  }
+}
+
+// dx[c][t] -= x[c][t] * coef[t] for the C rows of (C, len) tiles, in Acc,
+// rounded once to T.
+template <class T, class Acc>
+CONDNET_MULTIVERSION void subtract_scaled_columns(T* dx, int64_t ld, const T* x, int64_t ldx,
+                                                  int64_t C, int64_t len, const Acc* coef) {
+  for (int64_t c = 0; c < C; ++c) {
+    T* out = dx + c * ld;
+    const T* in = x + c * ldx;
+#pragma omp simd
+    for (int64_t t = 0; t < len; ++t) {
+      out[t] = static_cast<T>(static_cast<Acc>(out[t]) - static_cast<Acc>(in[t]) * coef[t]);
+    }
+  }
+}
+
+// The two per-pixel scalings of the cosine classifier, on tiles whose pixels
+// are contiguous, whatever their dtype: ATen's in-place ops would widen a
+// 16-bit tile to a float32 copy and copy it back, for each call.
+//   y_tile (K, T) /= r (T);   dx_tile (C, T) -= x_tile (C, T) * coef (T)
+// with r and coef contiguous, in the tiles' accumulation dtype.
+inline void divide_by_norms(const at::Tensor& y_tile, const at::Tensor& r) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, y_tile.scalar_type(), "condnet::divide_by_norms", [&] {
+        using Acc = at::opmath_type<scalar_t>;
+        divide_columns<scalar_t, Acc>(y_tile.mutable_data_ptr<scalar_t>(), y_tile.size(0),
+                                      y_tile.stride(0), y_tile.size(1), r.const_data_ptr<Acc>());
+      });
+}
+
+inline void subtract_scaled_x(const at::Tensor& dx_tile, const at::Tensor& x_tile,
+                              const at::Tensor& coef) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, dx_tile.scalar_type(), "condnet::subtract_scaled_x", [&] {
+        using Acc = at::opmath_type<scalar_t>;
+        subtract_scaled_columns<scalar_t, Acc>(dx_tile.mutable_data_ptr<scalar_t>(),
+                                               dx_tile.stride(0), x_tile.const_data_ptr<scalar_t>(),
+                                               x_tile.stride(0), dx_tile.size(0), dx_tile.size(1),
+                                               coef.const_data_ptr<Acc>());
       });
 }
 

@@ -164,10 +164,10 @@ void pool_backward(const PoolGradients& grads) {
         if (dx_tile.scalar_type() == prod) {
           // Straight into dx: a BLAS output may have a row stride (N here).
           at::mm_out(dx_tile, dx_left[b], right);
-          if (x_coef.defined()) dx_tile.addcmul_(xt(), x_coef, -1);
+          if (x_coef.defined()) subtract_scaled_x(dx_tile, xt(), x_coef);
         } else {
           at::Tensor sum = at::mm(dx_left[b], right);
-          if (x_coef.defined()) sum.addcmul_(xt(), x_coef, -1);
+          if (x_coef.defined()) subtract_scaled_x(sum, xt(), x_coef);
           dx_tile.copy_(sum);
         }
       }
