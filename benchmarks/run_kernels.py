@@ -4,7 +4,7 @@ same random inputs in one process.
 
     python benchmarks/run_kernels.py [--device cpu|cuda] [--dtype float32,bfloat16,...]
         [--shapes ade,ade-b8,pc59,cityscapes,sweep-k,sweep-n,B=..,C=..,K=..,H=..,W=..]
-        [--ops class_pool,dynamic_classify,project,classifier] [--sweep-ops ...]
+        [--ops class_pool,dynamic_classify,project,classifier,cac] [--sweep-ops ...]
         [--mode fwd,fwd_bwd] [--providers eager,compile,extension,triton,released]
         [--sweep-providers ...] [--repeat N] [--sweep-repeat N] [--quick]
         [--budget SECONDS] [--retries N] [--json FILE] [--markdown FILE] [--plot FILE]
