@@ -8,6 +8,7 @@
 
 #include "../kernel_host.h"
 #include "cosine_tile.h"
+#include "output_memory.h"
 #include "products.h"
 #include "tiling.h"
 
@@ -33,7 +34,9 @@ PooledSums softmax_pool_forward(const at::Tensor& x, const at::Tensor& weight,
   const at::Tensor ba = bias.defined() ? bias.to(acc).view({K, 1}) : at::zeros({K, 1}, acc_opts);
   const Chunks chunks(N);
   const int64_t tile = tile_pixels(prod);
-  at::Tensor partial = at::empty({B, chunks.count, K, C}, acc_opts);
+  // The (image, chunk) partial sums are megabytes, written once per call:
+  // backed by huge pages where the kernel allows (output_memory.h).
+  at::Tensor partial = empty_output({B, chunks.count, K, C}, acc_opts);
   at::Tensor mass_partial = at::empty({B, with_mass ? chunks.count : 0, K}, acc_opts);
 
   for_each_chunk(B, chunks, [&](int64_t b, int64_t c, int64_t start, int64_t stop) {
@@ -88,9 +91,9 @@ void pool_backward(const PoolGradients& grads) {
   const Chunks chunks(N);
   const int64_t tile = tile_pixels(prod);
   // Per-(image, chunk) partial sums of the weight gradients.
-  at::Tensor dw_part = at::empty({B, need_dw ? chunks.count : 0, K, C}, acc_opts);
+  at::Tensor dw_part = empty_output({B, need_dw ? chunks.count : 0, K, C}, acc_opts);
   at::Tensor db_part = at::empty({B, need_db ? chunks.count : 0, K}, acc_opts);
-  at::Tensor cls_dw_part = at::empty({B, cls_dw ? chunks.count : 0, K2, C}, acc_opts);
+  at::Tensor cls_dw_part = empty_output({B, cls_dw ? chunks.count : 0, K2, C}, acc_opts);
   const at::Tensor dsums = grads.grad_sums.defined() ? grads.grad_sums.to(prod) : at::Tensor();
   const at::Tensor dmass =
       grads.grad_mass.defined() ? grads.grad_mass.to(acc).unsqueeze(-1) : at::Tensor();
