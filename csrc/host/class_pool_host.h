@@ -82,9 +82,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_pool_backward(
   const KernelScope scope;
   const bool pooled = grad_guide_logits.has_value() || grad_class_feats.has_value();
   const bool classifier_term = output_mask[0] && grad_logits.has_value();
-  auto [dx, dw, db, run] =
+  const PoolBackwardOutputs outputs =
       pool_backward_outputs<Kernels>(x, guide_weight, output_mask, pooled, classifier_term);
-  if (!run) return {dx, dw, db};
+  if (!outputs.run) return {outputs.dx, outputs.dw, outputs.db};
 
   ClassPoolGradients grads;
   grads.x = x.contiguous().view({B, C, N});
@@ -98,13 +98,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_pool_backward(
     grads.classifier_weight = *classifier_weight;
     grads.grad_logits = grad_logits->contiguous().view({B, classifier_weight->size(1), N});
   }
-  if (dx.defined()) grads.dx = dx.view({B, C, N});
-  if (pooled) {
-    grads.dw = dw;
-    grads.db = db;
-  }
-  Kernels::backward(grads);
-  return {dx, dw, db};
+  return run_pool_backward<Kernels>(grads, outputs, pooled);
 }
 
 }  // namespace condnet::host

@@ -114,9 +114,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> context_pool_backward(
   const bool pooled =
       grad_guide_logits.has_value() || grad_centres.has_value() || grad_mass.has_value();
   const bool cosine_term = output_mask[0] && cosine_given;
-  auto [dx, dw, db, run] =
+  const PoolBackwardOutputs outputs =
       pool_backward_outputs<Kernels>(x, guide_weight, output_mask, pooled, cosine_term);
-  if (!run) return {dx, dw, db};
+  if (!outputs.run) return {outputs.dx, outputs.dw, outputs.db};
 
   ContextPoolGradients grads;
   grads.x = x.contiguous().view({B, C, N});
@@ -137,13 +137,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> context_pool_backward(
     grads.x_norm = x_norm->contiguous().view({B, N});
     grads.eps = eps;
   }
-  if (dx.defined()) grads.dx = dx.view({B, C, N});
-  if (pooled) {
-    grads.dw = dw;
-    grads.db = db;
-  }
-  Kernels::backward(grads);
-  return {dx, dw, db};
+  return run_pool_backward<Kernels>(grads, outputs, pooled);
 }
 
 }  // namespace condnet::host

@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include <array>
+#include <tuple>
 
 namespace condnet::host {
 
@@ -35,6 +36,22 @@ PoolBackwardOutputs pool_backward_outputs(const at::Tensor& x, const at::Tensor&
   }
   out.run = flows && (need_dx || need_dw || need_db);
   return out;
+}
+
+// Hands the outputs to the kernels' gradients (dx as (B, C, N); dw and db
+// only where a gradient flows through the pooling: they are zero otherwise),
+// runs the kernels and returns (dx, dw, db).
+template <class Kernels, class Gradients>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> run_pool_backward(Gradients& grads,
+                                                                 const PoolBackwardOutputs& out,
+                                                                 bool pooled) {
+  if (out.dx.defined()) grads.dx = out.dx.flatten(2);
+  if (pooled) {
+    grads.dw = out.dw;
+    grads.db = out.db;
+  }
+  Kernels::backward(grads);
+  return {out.dx, out.dw, out.db};
 }
 
 }  // namespace condnet::host
