@@ -6,10 +6,10 @@
 //
 // Measured against whole-image ATen (one batched GEMM, then torch's norm over
 // C and an in-place division) at B=2, C=512, K=150, 128x128 on the 2-core
-// AMD EPYC (avx512_bf16) while other jobs shared it, median of 5: float32,
-// two threads, the tiles 250 ms, whole-image ATen 629 ms (its GEMM alone
-// 262 ms: the norm's strided pass over x costs more than the product); one
-// thread 207 against 539 ms; bfloat16, one thread, 112 against 509 ms.
+// AMD EPYC (avx512_bf16), two threads, median of 5: float32, the tiles
+// 33.5 ms, whole-image ATen 87.1 ms (its GEMM alone 35.2 ms: the norm's
+// strided pass over x costs more than the product); bfloat16, 20.5 against
+// 96.5 ms (GEMM alone 13.7 ms).
 //
 // The backward is one pass over x and dy on the softmax pooling's loop with
 // only the classifier's term (softmax_pool.h).
