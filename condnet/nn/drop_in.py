@@ -19,7 +19,13 @@ from torch.nn.modules.utils import _pair
 from .conditional_classifier import ConditionalClassifier, check_features
 from .warm_start import warm_start_
 
-__all__ = ["INITS", "DropInConditionalClassifier", "conv_geometry", "unfold_patches"]
+__all__ = [
+    "INITS",
+    "DropInConditionalClassifier",
+    "check_replaceable",
+    "conv_geometry",
+    "unfold_patches",
+]
 
 INITS = ("from_classifier", "random")
 
@@ -46,6 +52,20 @@ def conv_geometry(
         _size(padding, "padding", 0),
         _size(dilation, "dilation", 1),
     )
+
+
+def check_replaceable(conv: object, init: str, becomes: str) -> None:
+    """``conv`` is an nn.Conv2d a drop-in classifier can stand in for, and
+    ``init`` one of :data:`INITS`; the errors say what it ``becomes``."""
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"conv must be an nn.Conv2d; got {type(conv).__name__}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}; got {init!r}")
+    if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        raise ValueError(
+            "only an nn.Conv2d with groups=1, numeric padding and padding_mode='zeros' "
+            f"can become {becomes}; got {conv}"
+        )
 
 
 def unfold_patches(
@@ -136,15 +156,7 @@ class DropInConditionalClassifier(ConditionalClassifier):
         and dtype. ``init="from_classifier"`` warm-starts it from the conv's
         weight and bias (see :func:`condnet.nn.warm_start_`); ``"random"``
         keeps the released initialisation."""
-        if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"conv must be an nn.Conv2d; got {type(conv).__name__}")
-        if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}; got {init!r}")
-        if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise ValueError(
-                "only an nn.Conv2d with groups=1, numeric padding and padding_mode='zeros' "
-                f"can become a conditional classifier; got {conv}"
-            )
+        check_replaceable(conv, init, "a conditional classifier")
         # An nn.Conv2d holds each of these as a pair; torch types them tuple[int, ...].
         with torch.device(conv.weight.device):
             module = cls(

@@ -27,7 +27,7 @@ from .context_aware_classifier import (
     ContextAwareOutput,
     generator_weights,
 )
-from .drop_in import INITS, conv_geometry, unfold_patches
+from .drop_in import check_replaceable, conv_geometry, unfold_patches
 
 __all__ = [
     "DropInContextAwareClassifier",
@@ -109,15 +109,7 @@ class DropInContextAwareClassifier(ContextAwareClassifier):
         and bias into ``conv_seg`` (a conv without bias gives a zero bias);
         ``"random"`` keeps the released initialisation. ``proj`` and
         ``apd_proj`` are freshly initialised either way."""
-        if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"conv must be an nn.Conv2d; got {type(conv).__name__}")
-        if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}; got {init!r}")
-        if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise ValueError(
-                "only an nn.Conv2d with groups=1, numeric padding and padding_mode='zeros' "
-                f"can become a context-aware classifier; got {conv}"
-            )
+        check_replaceable(conv, init, "a context-aware classifier")
         with torch.device(conv.weight.device):
             module = cls(
                 conv.in_channels,
