@@ -24,8 +24,8 @@ COMPILE_CASES = [  # compute capability, dtype, (B, C, K, H, W)
     (80, "bfloat16", (2, 512, 150, 16, 16)),
 ]
 KERNELS = {
-    "_context_pool_fwd_kernel",
-    "_context_pool_bwd_kernel",
+    "_pool_fwd_kernel",
+    "_pool_bwd_kernel",
     "_cosine_classify_fwd_kernel",
     "_cosine_classify_dx_kernel",
     "_cosine_classify_dw_kernel",

@@ -18,7 +18,7 @@ from torch.library import triton_op
 
 from ..autograd import register_autograd
 from ..schemas import SCHEMAS
-from .class_pool import _class_pool_fwd_kernel, class_pool_forward
+from .class_pool import class_pool_forward
 from .class_pool_backward import class_pool_backward
 from .conditional_classifier import conditional_classifier_backward, conditional_classifier_forward
 from .context_aware_classifier import (
@@ -30,13 +30,14 @@ from .context_pool_backward import context_pool_backward
 from .cosine_classify import cosine_classify_backward, cosine_classify_forward
 from .dynamic_classify import dynamic_classify_backward, dynamic_classify_forward
 from .launch import interpreted
+from .pool_forward import _pool_fwd_kernel
 from .project import project_backward, project_forward
 
 NAMESPACE = "condnet_triton"
 
 # Whether the kernels run in the Triton interpreter (TRITON_INTERPRET=1 when
 # they were defined): then they take CPU tensors and cannot be compiled.
-INTERPRETED = interpreted(_class_pool_fwd_kernel)
+INTERPRETED = interpreted(_pool_fwd_kernel)
 
 _IMPLEMENTATIONS = {
     "class_pool": class_pool_forward,
