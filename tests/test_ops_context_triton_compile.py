@@ -26,9 +26,9 @@ COMPILE_CASES = [  # compute capability, dtype, (B, C, K, H, W)
 KERNELS = {
     "_pool_fwd_kernel",
     "_pool_bwd_kernel",
-    "_cosine_classify_fwd_kernel",
-    "_cosine_classify_dx_kernel",
-    "_cosine_classify_dw_kernel",
+    "_classify_fwd_kernel",
+    "_classify_dx_kernel",
+    "_classify_dw_kernel",
 }
 
 

@@ -46,9 +46,9 @@ def test_kernels_compile_for_sm80_and_sm90_without_spills():
     assert {
         "_pool_fwd_kernel",
         "_pool_bwd_kernel",
-        "_dynamic_classify_fwd_kernel",
-        "_dynamic_classify_dx_kernel",
-        "_dynamic_classify_dw_kernel",
+        "_classify_fwd_kernel",
+        "_classify_dx_kernel",
+        "_classify_dw_kernel",
     } <= kernels
     # A few spilled registers are noise (triton 3.6 spills 8 bytes in the
     # float32 backward); a spilled tile is hundreds of bytes.

@@ -43,8 +43,8 @@ import triton
 import triton.language as tl
 
 from .config import accumulator_dtype, class_pool_blocks, dot_precision
-from .cosine_classify import eps_tensor
 from .launch import interpreted
+from .per_image_classify import eps_tensor
 from .pool_forward import image_strides
 from .tiles import dot, load_tile, reduce_tile, reduce_vector, store_tile
 
@@ -74,6 +74,7 @@ def _pool_bwd_kernel(
     HAS_H: tl.constexpr,
     HAS_DY: tl.constexpr,
     COSINE: tl.constexpr,
+    SCALE_DM: tl.constexpr,
     NEED_DX: tl.constexpr,
     NEED_DW: tl.constexpr,
     NEED_DB: tl.constexpr,
@@ -194,7 +195,8 @@ def _pool_bwd_kernel(
             offs_c = c0 + tl.arange(0, BLOCK_C)
             c_ok = offs_c < C
             acc = tl.zeros([BLOCK_C, BLOCK_N], ACC)
-            acc_m = tl.zeros([BLOCK_C, BLOCK_N], ACC)
+            if SCALE_DM:
+                acc_m = tl.zeros([BLOCK_C, BLOCK_N], ACC)
             if HAS_DS or HAS_DP:
                 for k0 in range(0, K, BLOCK_K):
                     offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -210,8 +212,11 @@ def _pool_bwd_kernel(
                         g = load_tile(g_img, offs_k, offs_n, sg_k, sg_n, k_ok, n_ok).to(ACC)
                         p = tl.exp(g - m_i[None, :]) * inv_l[None, :]
                         p = tl.where(k_ok[:, None] & n_ok[None, :], p, 0.0)
-                        acc_m = dot(dmt, p.to(XT), acc_m, PRECISION, ACC)
-            if HAS_DM:
+                        if SCALE_DM:
+                            acc_m = dot(dmt, p.to(XT), acc_m, PRECISION, ACC)
+                        else:
+                            acc = dot(dmt, p.to(XT), acc, PRECISION, ACC)
+            if HAS_DM and SCALE_DM:
                 acc += acc_m * inv_d
             if HAS_DY:
                 for k0 in range(0, K2, BLOCK_K):
@@ -336,6 +341,8 @@ def pool_backward(
         HAS_H=h is not None,
         HAS_DY=term is not None,
         COSINE=cosine,
+        # A divisor other than 1 needs a second dx accumulator (registers).
+        SCALE_DM=divisor != 1,
         NEED_DX=need_dx,
         NEED_DW=need_dw,
         NEED_DB=need_db,
