@@ -266,9 +266,10 @@ def cosine_classify(
     check_cosine_classify(x, weight, scale, eps)
     if weight.dim() == 2:
         weight = weight.unsqueeze(0).expand(x.shape[0], -1, -1)
-    length = weight.float().norm(dim=-1, keepdim=True) if weight.dtype in _HALF else None
-    if length is None:
-        length = weight.norm(dim=-1, keepdim=True)
+    # 16-bit weights' norms are summed in float32.
+    length = weight.to(torch.float32 if weight.dtype in _HALF else weight.dtype).norm(
+        dim=-1, keepdim=True
+    )
     classifier = (weight * (float(scale) / length.clamp_min(eps))).to(x.dtype)
     kernel = registry.kernel("cosine_classify", x.device.type, backend)
     logits, _ = kernel(x, classifier.contiguous(), float(eps))
