@@ -2,7 +2,8 @@
 
 Example::
 
-    python tools/make_scenes.py --out data/scenes --seed 0 --num-train 200 --num-val 50 --size 192
+    python tools/make_scenes.py --out data/scenes/cue --seed 0 --num-train 200 --num-val 50 --size 128
+    python tools/make_scenes.py --out data/scenes/control --colours region --size 128
 
 The files are byte-identical for a given seed (and the same numpy and Pillow).
 """
@@ -13,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..demo.scenes import write_scenes
+from ..demo.scenes import COLOUR_MODES, write_scenes
 from .cli_common import command_name
 
 
@@ -26,7 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-train", type=int, default=200)
     parser.add_argument("--num-val", type=int, default=50)
-    parser.add_argument("--size", type=int, default=192, help="image height in pixels")
+    parser.add_argument("--size", type=int, default=128, help="image height in pixels (128)")
+    parser.add_argument(
+        "--colours",
+        choices=COLOUR_MODES,
+        default="image",
+        help="a class's colours drawn per image (the per-image cue; default) or per "
+        "region (the control set without it)",
+    )
     parser.add_argument("--format", choices=("jpg", "png"), default="jpg", dest="image_format")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the scenes already in --out"
@@ -45,11 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.size,
             args.image_format,
             args.overwrite,
+            args.colours,
         )
     except (FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"wrote {args.num_train} training and {args.num_val} validation scenes to {args.out}")
+    print(
+        f"wrote {args.num_train} training and {args.num_val} validation scenes "
+        f"(colours per {args.colours}) to {args.out}"
+    )
     return 0
 
 
