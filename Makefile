@@ -1,8 +1,8 @@
 # Two entry points, each of which sets everything up first (a virtual
 # environment in .venv, torch, the compiled extension):
 #
-#   make demo    the main job: CondNet against its plain twin, trained on the
-#                generated scenes on this CPU (a few minutes)
+#   make demo    the main job: a plain classifier, CondNet and CAC on the same
+#                network, trained on generated scenes on this CPU (under 10 minutes)
 #   make test    lint and the whole test suite (what CI's .ci/run calls)
 #
 # and, for working on the code: `make lint` (ruff, ruff format --check,
@@ -114,17 +114,19 @@ test: lint
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
-# Writes data/scenes, trains the warm-start comparison into
-# work_dirs/demo/warm_start-seed0 (resuming an interrupted run), prints the
-# metrics and saves predictions.png, guidance.png and results.json there.
+# Writes data/scenes/cue (unless it is there), trains the plain, CondNet and CAC
+# arms at seed 0 into work_dirs/demo/cue-seed0 (resuming an interrupted run),
+# prints the table next to the committed multi-seed intervals and saves
+# predictions.png, masks.png, curves.png and results.json there.
 demo: demo-install
 	$(PY) tools/demo.py
 
-# The committed multi-seed comparison behind docs/demo.md's tables: both
-# recipes (warm start, from scratch) at seeds 0, 1, 2, paired per seed. About
-# 45 minutes on the quiet 2-core machine.
+# The committed multi-seed comparison behind docs/demo.md's tables: the three arms
+# at seeds 0-4 on both scene sets (cue and control), paired per seed; the report
+# and the learning curves over seeds go to benchmarks/results.
 demo-seeds: demo-install
-	$(PY) tools/demo.py --seeds 0,1,2 --json $(RESULTS)/demo_scenes.json
+	$(PY) tools/demo.py --seeds 0,1,2,3,4 --scenes cue,control --committed none \
+		--json $(RESULTS)/demo_scenes.json
 
 # The committed CPU results at the shapes the released heads run
 # (benchmarks/kernel_cases.py): every op and mode at ade (B=2, 128x128) with

@@ -556,7 +556,7 @@ BAD_CURVES = {
         r"\['cac'\]\[1\] has iterations \[0.0, 100.0, 250.0\]; curve 0 has",
     ),
     "fewer points": ({"a": {"cac": [MEAN, MEAN[:2]]}}, "has iterations"),
-    "decreasing iterations": ({"a": {"cac": [MEAN[::-1]]}}, "increasing iterations"),
+    "decreasing iterations": ({"a": {"cac": [MEAN[::-1]]}}, "non-decreasing iterations"),
     "not a pair": ({"a": {"cac": [[(0, 1.0, 2.0)]]}}, r"\[0\]\[0\] must be an \(iteration"),
     "fraction over 100": ({"a": {"cac": [[(0, 120.0)]]}}, r"percentage in \[0, 100\]"),
     "nan": ({"a": {"cac": [[(0, float("nan"))]]}}, r"percentage in \[0, 100\]"),

@@ -400,7 +400,9 @@ _CURVES_TEXT, _CURVES_TITLE = 13, 17  # font sizes
 
 def _check_curves(panels: object) -> dict[str, dict[str, list[list[tuple[float, float]]]]]:
     """``panels`` checked: panel title -> arm -> curves, each a list of (iteration,
-    mIoU %) with increasing iterations, the same for every curve of an arm."""
+    mIoU %) with non-decreasing iterations, the same for every curve of an arm (an
+    iteration given twice draws a vertical step: a model that continues from other
+    weights there, like the demo's CAC arm)."""
     if not isinstance(panels, Mapping) or len(panels) == 0:
         raise ValueError(f"panels must be a non-empty dict of panel title -> arms; got {panels!r}")
     out: dict[str, dict[str, list[list[tuple[float, float]]]]] = {}
@@ -453,9 +455,9 @@ def _check_curve(curve: object, where: str) -> list[tuple[float, float]]:
             raise ValueError(
                 f"{where}[{j}]'s mIoU must be a percentage in [0, 100]; got {point[1]!r}"
             )
-        if points and x <= points[-1][0]:
+        if points and x < points[-1][0]:
             raise ValueError(
-                f"{where} must have increasing iterations; got {x:g} after {points[-1][0]:g}"
+                f"{where} must have non-decreasing iterations; got {x:g} after {points[-1][0]:g}"
             )
         points.append((x, y))
     return points

@@ -1,31 +1,37 @@
-"""The demo from start to end: CondNet against its plain twin on the generated scenes,
-on the CPU (``condnet-demo`` parses its arguments into :class:`DemoSettings` and calls
-:func:`run_demo`).
+"""The demo from start to end: a plain classifier, CondNet and CAC on the same network,
+trained on generated scenes on the CPU (``condnet-demo`` parses its arguments into
+:class:`DemoSettings` and calls :func:`run_demo`).
 
-It writes the scene set (:mod:`condnet.demo.scenes`) unless it is already there,
-measures what colour alone gives a global and a per-image classifier on it
-(:func:`condnet.demo.colour_cue_check`), trains the recipes of
-:mod:`condnet.demo.stages`, evaluates both final models on the validation scenes
-(mIoU, mAcc, aAcc and CondNet's guidance accuracy) and saves into
-``<work_dir>/<recipe>-seed<seed>/``:
+For each scene set it runs (``cue``, the set with the per-image colour cue, by
+default; ``control``, the set without it, too in the multi-seed run) it writes the
+set (:mod:`condnet.demo.scenes`) unless it is already there, and measures what
+colour alone gives a global and a per-image classifier on it
+(:func:`condnet.demo.colour_cue_check`). For each seed it trains the three arms
+of :mod:`condnet.demo.stages` and saves into ``<work_dir>/<scenes>-seed<seed>/``:
 
-- ``predictions.png``: image | ground truth | plain | CondNet, titled, with a
+- ``predictions.png``: image | ground truth | one column per arm, titled, with a
   class-colour legend, one row per validation image;
-- ``guidance.png``: CondNet's guidance maps (the soft class masks its
-  conditional classifier pools with), each titled with its class's IoU;
-- ``results.json``: every metric, the budgets, the thread count and times.
+- ``masks.png``: the conditional classifiers' class masks (CondNet's guidance,
+  CAC's static logits), each tile titled with the arm's IoU for the class;
+- ``curves.png``: validation mIoU against iteration for each arm;
+- ``results.json``: every metric, the learning curves, the thread count, times.
 
-With ``seeds`` it runs both recipes for every seed and writes the paired comparison.
-Training resumes where an interrupted demo stopped (``fresh`` starts over). Torch's
-thread count is fixed and recorded: same-seed runs with different thread counts
-diverge. The data and work folders are relative to the current folder by default.
+It prints a table per run (mIoU, mAcc, aAcc, guidance accuracy, wall time per
+arm) with each conditional arm's difference to plain next to the committed
+multi-seed interval (:data:`COMMITTED`) when that file is found. With several
+seeds it also writes the paired comparison (:func:`condnet.demo.stats.summarize`)
+and the learning curves over seeds.
+
+Training resumes where an interrupted demo stopped (``fresh`` starts over).
+Torch's thread count is fixed and recorded: same-seed runs with different thread
+counts diverge. The data and work folders are relative to the current folder by
+default.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 
@@ -39,27 +45,44 @@ from condnet.engine.logger import format_duration
 from condnet.engine.weights import load_weights
 
 from .colour_check import colour_cue_check
-from .figures import save_figures
+from .figures import save_figures, save_learning_curves
 from .scenes import write_scenes
-from .stages import ARM_ITERS, MODELS, RECIPES, STAGE_ITERS, TrainingStopped, plan, train_stage
-from .stats import print_run, print_summary, score, summarize
+from .stages import (
+    ARM_EVAL_INTERVAL,
+    ARM_ITERS,
+    ARM_LR_FACTOR,
+    MODELS,
+    STAGE_ITERS,
+    TrainingStopped,
+    learning_curve,
+    train,
+    write_twin,
+)
+from .stats import ARMS, LABELS, SCENE_SETS, curves, print_run, print_summary, score, summarize
 
 __all__ = [
+    "COMMITTED",
     "SCENES",
     "DemoSettings",
     "TrainingStopped",
     "default_configs",
     "ensure_scenes",
+    "load_committed",
     "missing_configs",
     "run_demo",
-    "run_recipe",
+    "run_seed",
 ]
 
-#: The scene set the demo trains on.
-SCENES = dict(num_train=200, num_val=50, size=192)
+#: The scene sets' size (both sets alike); ``colours`` per set: the per-image cue
+#: (``"image"``) or none (``"region"``), see :func:`condnet.demo.scenes.generate_scene`.
+SCENES = dict(num_train=200, num_val=50, size=128)
+COLOURS = {"cue": "image", "control": "region"}
+#: The committed multi-seed results (``make demo-seeds``), relative to the current
+#: folder: a one-seed run prints its differences next to their intervals.
+COMMITTED = Path("benchmarks/results/demo_scenes.json")
 # Seconds per training iteration on the quiet 2-core machine at 2 threads, for the
-# ETA of the first stage (later stages use the measured rate).
-PRIOR_SECONDS_PER_ITER = 0.6
+# ETA of the first arm (later arms use the measured rate).
+PRIOR_SECONDS_PER_ITER = 0.55
 
 
 def default_configs() -> Path:
@@ -71,25 +94,39 @@ def default_configs() -> Path:
 class DemoSettings:
     """What one ``condnet-demo`` does (its command line options, checked).
 
-    ``seeds``: run both recipes for each (None: one run of ``from_scratch`` or the
-    warm start at ``seed``); ``json``: where the multi-seed report goes (None:
-    ``<work_dir>/demo_scenes.json``); ``configs``: the folder of the two demo
-    configs (:data:`~condnet.demo.stages.MODELS`)."""
+    ``data``: the folder holding one folder per scene set (``<data>/cue``,
+    ``<data>/control``); ``scenes``: the sets to run; ``arms``: the classifiers
+    (plain first); ``seeds``: one run per seed and set, paired; ``stage_iters``,
+    ``iters``: the shared plain stage's and each arm's iterations; ``json``: where a
+    run over several seeds writes its report (None: ``<work_dir>/demo_scenes.json``);
+    ``committed``: the committed report to compare with (None: none)."""
 
     data: Path = Path("data/scenes")
     work_dir: Path = Path("work_dirs/demo")
     configs: Path = dataclasses.field(default_factory=default_configs)
-    from_scratch: bool = False
+    scenes: tuple[str, ...] = ("cue",)
+    arms: tuple[str, ...] = ARMS
+    seeds: tuple[int, ...] = (0,)
     stage_iters: int = STAGE_ITERS
     iters: int = ARM_ITERS
-    seed: int = 0
-    seeds: tuple[int, ...] | None = None
     json: Path | None = None
+    committed: Path | None = COMMITTED
     scene_seed: int = 0
     threads: int = 2
     device: str = "cpu"
     num_images: int = 4
     fresh: bool = False
+
+    def __post_init__(self) -> None:
+        checked = (("scenes", self.scenes, SCENE_SETS), ("arms", self.arms, ARMS))
+        for name, values, allowed in checked:
+            unknown = [v for v in values if v not in allowed]
+            if not values or unknown or len(set(values)) != len(values):
+                raise ValueError(f"{name} must be distinct values from {allowed}; got {values}")
+        if "plain" not in self.arms:
+            raise ValueError(f"arms must include 'plain' (the baseline); got {self.arms}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct and at least one; got {self.seeds}")
 
 
 def missing_configs(configs: Path) -> list[str]:
@@ -97,95 +134,151 @@ def missing_configs(configs: Path) -> list[str]:
     return [name for name in MODELS.values() if not (configs / name).is_file()]
 
 
-def _write_json(obj: dict, path: str | os.PathLike) -> None:
+def _write_json(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(json.dumps(obj, indent=2) + "\n", path)
 
 
-def ensure_scenes(root: Path, seed: int) -> None:
-    """Writes the scene set unless ``root`` already holds it with these settings."""
+def ensure_scenes(root: Path, seed: int, colours: str) -> None:
+    """Writes a scene set unless ``root`` already holds it with these settings."""
     meta_path = root / "scenes.json"
-    wanted = dict(SCENES, seed=seed)
+    wanted = dict(SCENES, seed=seed, colours=colours)
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if all(meta.get(k) == v for k, v in wanted.items()):
             print(f"using the scene set in {root}")
             return
     start = time.perf_counter()
-    write_scenes(
-        root,
-        seed=seed,
-        num_train=SCENES["num_train"],
-        num_val=SCENES["num_val"],
-        size=SCENES["size"],
-        overwrite=True,
-    )
+    write_scenes(root, seed=seed, overwrite=True, colours=colours, **SCENES)
     print(
-        f"wrote {SCENES['num_train']} training and {SCENES['num_val']} validation scenes to "
-        f"{root} in {time.perf_counter() - start:.0f} s"
+        f"wrote {SCENES['num_train']} training and {SCENES['num_val']} validation scenes "
+        f"(colours per {colours}) to {root} in {time.perf_counter() - start:.0f} s"
     )
 
 
-def _twin_at_start(config: Path, options: list[str], weights: Path):
-    model = build_model(load_config(config, options))
+def load_committed(path: Path | None) -> dict | None:
+    """The summary of the committed multi-seed report at ``path``, or None (with a
+    note) where there is none to compare with."""
+    if path is None:
+        return None
+    if not path.is_file():
+        print(f"(no committed multi-seed results at {path}: the run is shown alone)")
+        return None
+    return json.loads(path.read_text())["summary"]
+
+
+def _score_twin(config, weights: Path, device, val_set) -> dict:
+    """The scores of the model of ``config`` with the weights ``weights`` (a twin
+    before fine-tuning)."""
+    model = build_model(config)
     load_weights(model, weights)
-    return model.eval()
+    return score(model.eval(), val_set, device)
 
 
-def run_recipe(settings: DemoSettings, recipe: str, seed: int, rate: float) -> tuple[dict, float]:
-    """One run: trains ``recipe`` at ``seed``, scores both models, saves the figures.
-    ``rate``: the seconds per iteration the ETAs assume. Returns the run's record and
-    the rate measured."""
-    run_dir = settings.work_dir / f"{recipe}-seed{seed}"
-    configs = settings.configs
-    options = [f"data.root={str(settings.data)!r}", f"runner.seed={seed}"]
-    stages = plan(recipe, settings.stage_iters, settings.iters, run_dir)
-    print(f"\n== {recipe.replace('_', ' ')}, seed {seed} -> {run_dir} ==", flush=True)
+def run_seed(
+    settings: DemoSettings, scenes: str, seed: int, rate: float, committed: dict | None
+) -> tuple[dict, float]:
+    """Trains the shared plain stage and every arm at ``seed`` on the ``scenes`` set,
+    scores them, saves the figures. ``rate``: the seconds per iteration the ETAs
+    assume. Returns the run's record and the rate measured."""
+    run_dir = settings.work_dir / f"{scenes}-seed{seed}"
+    options = [f"data.root={str(settings.data / scenes)!r}", f"runner.seed={seed}"]
+    configs = {arm: load_config(settings.configs / MODELS[arm], options) for arm in settings.arms}
+    rates = {arm: cfg.optimizer.lr for arm, cfg in configs.items()}
+    if len(set(rates.values())) != 1:
+        raise ValueError(f"the arms' configs must train alike; optimizer.lr: {rates}")
+    lr = rates["plain"] * ARM_LR_FACTOR
+    stage_iters, arm_iters = settings.stage_iters, settings.iters
+    print(f"\n== {scenes} scenes, seed {seed} -> {run_dir} ==", flush=True)
     start = time.perf_counter()
-    models, seconds, metrics = {}, {}, {}
-    val_set = build_dataset(load_config(configs / MODELS["plain"], options), "val")
-    for index, stage in enumerate(stages, 1):
-        left = sum(s.iters for s in stages[index - 1 :])
+    val_set = build_dataset(configs["plain"], "val")
+    steps = len(settings.arms) + 1
+    total = stage_iters + arm_iters * len(settings.arms)
+    print(
+        f"[1/{steps}] shared plain stage: {stage_iters} iterations (ETA "
+        f"{format_duration(rate * stage_iters)}, run ETA {format_duration(rate * total)})",
+        flush=True,
+    )
+    stage_dir = run_dir / "plain_stage"
+    _, stage_seconds = train(
+        settings.configs / MODELS["plain"],
+        [*options, f"runner.max_iters={stage_iters}"],
+        stage_dir,
+        settings.fresh,
+        settings.device,
+    )
+    if stage_seconds > 5:  # a finished stage that was only reloaded measures nothing
+        rate = stage_seconds / stage_iters
+    stage_curve = learning_curve(stage_dir)
+    stage_weights = stage_dir / "latest.pth"
+    models, arms = {}, {}
+    for index, arm in enumerate(settings.arms, 2):
+        left = arm_iters * (len(settings.arms) - index + 2)
         print(
-            f"[{index}/{len(stages)}] {stage.label}: {stage.iters} iterations "
-            f"(ETA {format_duration(rate * stage.iters)}, run ETA {format_duration(rate * left)})",
+            f"[{index}/{steps}] {LABELS[arm]} arm: {arm_iters} iterations from the stage "
+            f"(ETA {format_duration(rate * arm_iters)}, run ETA {format_duration(rate * left)})",
             flush=True,
         )
-        model, seconds[stage.label] = train_stage(
-            stage, configs / MODELS[stage.model], options, settings.fresh, settings.device
+        config = settings.configs / MODELS[arm]
+        begin = stage_weights
+        curve = [list(p) for p in stage_curve]
+        if arm != "plain":
+            begin = run_dir / f"{arm}_twin.pth"
+            if settings.fresh or not begin.is_file():
+                write_twin(arm, stage_weights, begin, config)
+            if arm == "cac":  # CAC does not start from the plain model's predictions
+                at_start = _score_twin(configs[arm], begin, settings.device, val_set)
+                curve.append([stage_iters, at_start["mIoU"]])
+        work_dir = run_dir / arm
+        model, seconds = train(
+            config,
+            [
+                *options,
+                f"runner.max_iters={arm_iters}",
+                f"optimizer.lr={lr!r}",
+                f"evaluation.interval={ARM_EVAL_INTERVAL}",
+            ],
+            work_dir,
+            settings.fresh,
+            settings.device,
+            load_from=begin,
         )
-        if seconds[stage.label] > 5 and stage.iters:  # a resumed stage measures nothing
-            rate = seconds[stage.label] / stage.iters
-        if stage.convert_from is not None and stage.load_from is not None:
-            # The twin before fine-tuning: the plain stage's predictions, and its
-            # guidance is the plain classifier.
-            start_model = _twin_at_start(configs / MODELS["condnet"], options, stage.load_from)
-            metrics["condnet_start"] = score(start_model, val_set, settings.device)
-        if stage.final:
-            models[stage.model] = model
-            metrics[stage.model] = score(model, val_set, settings.device)
+        if seconds > 5:
+            rate = seconds / arm_iters
+        models[arm] = model
+        arms[arm] = {
+            **score(model, val_set, settings.device),
+            "wall_s": stage_seconds + seconds,
+            "curve": curve + learning_curve(work_dir, offset=stage_iters),
+        }
     figures = save_figures(
-        models, metrics["condnet"]["IoU"], val_set, run_dir, settings.num_images, settings.device
+        models,
+        {arm: metrics["IoU"] for arm, metrics in arms.items()},
+        val_set,
+        run_dir,
+        settings.num_images,
+        settings.device,
     )
-    warm = recipe == "warm_start"
+    panels = {f"{scenes} scenes": {arm: [arms[arm]["curve"]] for arm in arms}}
+    figures.append(
+        save_learning_curves(panels, f"validation mIoU, seed {seed}", run_dir / "curves.png")
+    )
     record = {
         "seed": seed,
-        "recipe": recipe,
-        "iterations": stages[-1].iters + (settings.stage_iters if warm else 0),
-        "stage_iterations": settings.stage_iters if warm else 0,
-        "arm_iterations": stages[-1].iters,
-        "plain_miou": metrics["plain"]["mIoU"],
-        "condnet_miou": metrics["condnet"]["mIoU"],
-        "condnet_acc_guidance": metrics["condnet"]["acc_guidance"],
-        "chance_acc_guidance": 100 / len(metrics["condnet"]["IoU"]),
+        "scenes": scenes,
+        "iterations": stage_iters + arm_iters,
+        "stage_iterations": stage_iters,
+        "arm_iterations": arm_iters,
+        "arm_lr": lr,
+        "arms": arms,
+        "chance_acc_guidance": 100 / len(next(iter(arms.values()))["IoU"]),
         "wall_s": time.perf_counter() - start,
-        "metrics": metrics,
-        "train_seconds": seconds,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "figures": [str(p) for p in figures],
     }
     _write_json(record, run_dir / "results.json")
-    print_run(record)
+    print_run(record, committed)
     return record, rate
 
 
@@ -197,25 +290,26 @@ def run_demo(settings: DemoSettings) -> None:
     torch.set_num_threads(settings.threads)
     rate = PRIOR_SECONDS_PER_ITER * 2 / min(settings.threads, 2)
     start = time.perf_counter()
-    ensure_scenes(settings.data, settings.scene_seed)
-    colour = colour_cue_check(settings.data)
-    print(
-        "colour alone labels {:.0f}% of the validation pixels right with one global "
-        "colour table, {:.0f}% with each image's own class colours: the per-image "
-        "variation a global classifier cannot follow".format(
-            100 * colour["global_accuracy"], 100 * colour["per_image_accuracy"]
+    colour = {}
+    for scenes in settings.scenes:
+        ensure_scenes(settings.data / scenes, settings.scene_seed, COLOURS[scenes])
+        colour[scenes] = colour_cue_check(settings.data / scenes)
+        print(
+            "{} scenes: colour alone labels {:.0f}% of the validation pixels right with one "
+            "global colour table, {:.0f}% with each image's own class colours".format(
+                scenes,
+                100 * colour[scenes]["global_accuracy"],
+                100 * colour[scenes]["per_image_accuracy"],
+            )
         )
-    )
-    if settings.seeds:
-        jobs = [(recipe, seed) for seed in settings.seeds for recipe in RECIPES]
-    else:
-        jobs = [("from_scratch" if settings.from_scratch else "warm_start", settings.seed)]
+    committed = load_committed(settings.committed)
     runs = []
-    for recipe, seed in jobs:
-        record, rate = run_recipe(settings, recipe, seed, rate)
-        runs.append(record)
+    for seed in settings.seeds:
+        for scenes in settings.scenes:
+            record, rate = run_seed(settings, scenes, seed, rate, committed)
+            runs.append(record)
     total = time.perf_counter() - start
-    if settings.seeds:
+    if len(settings.seeds) > 1:
         summary = summarize(runs)
         out = settings.json or settings.work_dir / "demo_scenes.json"
         report = {
@@ -228,6 +322,13 @@ def run_demo(settings: DemoSettings) -> None:
             "total_seconds": total,
         }
         _write_json(report, out)
-        print_summary(summary, list(settings.seeds))
-        print(f"wrote {out}")
+        panels = {f"{s} scenes": curves(runs, s) for s in settings.scenes}
+        seeds = ",".join(map(str, settings.seeds))
+        figure = save_learning_curves(
+            panels,
+            f"validation mIoU over seeds {seeds} (mean, min-max band)",
+            out.with_name(out.stem + "_curves.png"),
+        )
+        print_summary(summary)
+        print(f"wrote {out} and {figure}")
     print(f"total time: {format_duration(total)} ({settings.threads} threads)")

@@ -1,11 +1,13 @@
-"""``condnet-demo``: CondNet against its plain twin on the generated scenes, on the CPU.
+"""``condnet-demo``: a plain classifier, CondNet and CAC on the same network, trained on
+generated scenes on the CPU.
 
 The command line of :func:`condnet.demo.run.run_demo` (what it trains, measures and
 writes is described there and in :mod:`condnet.demo.stages`). By default the scene
-set goes to ``./data/scenes`` and the runs to ``./work_dirs/demo``, under the folder
-the command is run from; the two configs are the ones shipped in the package.
-``--seeds 0,1,2`` runs both recipes for every seed and writes the paired comparison
-(``--json``, ``benchmarks/results/demo_scenes.json`` by ``make demo-seeds``).
+sets go under ``./data/scenes`` and the runs to ``./work_dirs/demo``, under the folder
+the command is run from; the three configs are the ones shipped in the package.
+``--seeds 0,1,2,3,4 --scenes cue,control`` runs every arm at every seed on both sets
+and writes the paired comparison (``--json``; ``make demo-seeds`` writes
+``benchmarks/results/demo_scenes.json``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..demo.run import DemoSettings, default_configs, missing_configs, run_demo
+from ..demo.run import COMMITTED, DemoSettings, default_configs, missing_configs, run_demo
 from ..demo.stages import ARM_ITERS, STAGE_ITERS, TrainingStopped
+from ..demo.stats import ARMS, SCENE_SETS
 from ..engine import dist
 from ..engine.config import ConfigError
 from .cli_common import add_device_argument, command_name
@@ -34,13 +37,29 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
+def _name_list(allowed: tuple[str, ...]):
+    def parse(text: str) -> list[str]:
+        names = [part.strip() for part in text.split(",") if part.strip()]
+        unknown = [n for n in names if n not in allowed]
+        if not names or unknown or len(set(names)) != len(names):
+            raise argparse.ArgumentTypeError(
+                f"expected distinct comma-separated names from {', '.join(allowed)}; got {text!r}"
+            )
+        return names
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=command_name("demo"),
-        description="Train CondNet and its plain twin on the generated scenes; compare them.",
+        description="Train a plain classifier, CondNet and CAC on the same network on "
+        "generated scenes and compare them.",
     )
     parser.add_argument(
-        "--data", default="data/scenes", help="scene set root (data/scenes, in the current folder)"
+        "--data",
+        default="data/scenes",
+        help="folder of the scene sets, one subfolder per set (data/scenes, in the current folder)",
     )
     parser.add_argument(
         "--work-dir",
@@ -48,13 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="outputs (work_dirs/demo, in the current folder)",
     )
     parser.add_argument(
-        "--configs", default=None, help="folder of the two demo configs (default: the package's)"
+        "--configs", default=None, help="folder of the three demo configs (default: the package's)"
     )
     parser.add_argument(
-        "--from-scratch",
-        action="store_true",
-        help="train both models from random initialisation (the paper's recipe) "
-        "instead of the warm start",
+        "--scenes",
+        type=_name_list(SCENE_SETS),
+        default=["cue"],
+        help="scene sets: cue (a class's colour consistent within each image), control "
+        "(drawn per region: no per-image cue); default cue",
+    )
+    parser.add_argument(
+        "--arms",
+        type=_name_list(ARMS),
+        default=list(ARMS),
+        help="classifiers to train, plain included (default plain,condnet,cac)",
     )
     parser.add_argument(
         "--stage-iters",
@@ -66,20 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--iters",
         type=int,
         default=ARM_ITERS,
-        help=f"iterations of each arm after the stage ({ARM_ITERS}); from scratch, each "
-        "model trains for the stage + arm iterations",
+        help=f"iterations of each arm after the stage ({ARM_ITERS})",
     )
     parser.add_argument("--seed", type=int, default=0, help="training seed (0)")
     parser.add_argument(
         "--seeds",
         type=_seed_list,
-        help="run both recipes for each of these seeds (e.g. 0,1,2) and write the paired "
+        help="run every arm for each of these seeds (e.g. 0,1,2,3,4) and write the paired "
         "comparison to --json",
     )
     parser.add_argument(
         "--json", help="where --seeds writes its runs (default: <work-dir>/demo_scenes.json)"
     )
-    parser.add_argument("--scene-seed", type=int, default=0, help="seed of the scene set (0)")
+    parser.add_argument(
+        "--committed",
+        default=str(COMMITTED),
+        help=f"committed multi-seed results to compare a run with ({COMMITTED}); 'none' for none",
+    )
+    parser.add_argument("--scene-seed", type=int, default=0, help="seed of the scene sets (0)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2)")
     add_device_argument(parser, default="cpu")
     parser.add_argument("--num-images", type=int, default=4, help="images in the figures")
@@ -90,15 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for flag, value in (("--iters", args.iters), ("--threads", args.threads)):
+    for flag, value in (("--threads", args.threads), ("--num-images", args.num_images)):
         if value < 1:
             parser.error(f"{flag} must be >= 1; got {value}")
-    if args.stage_iters < 1:
-        parser.error(f"--stage-iters must be >= 1; got {args.stage_iters}")
-    if args.num_images < 1:
-        parser.error(f"--num-images must be >= 1; got {args.num_images}")
-    if args.seeds is not None and args.from_scratch:
-        parser.error("--seeds runs both recipes; leave out --from-scratch")
+    for flag, value in (("--stage-iters", args.stage_iters), ("--iters", args.iters)):
+        if value < 1:
+            parser.error(f"{flag} must be >= 1; got {value}")
+    if "plain" not in args.arms:
+        parser.error("--arms must include plain (the baseline the others are compared with)")
+    if args.seeds is not None and len(args.seeds) < 2:
+        parser.error("--seeds needs at least two seeds; use --seed for one")
     configs = Path(args.configs) if args.configs else default_configs()
     missing = missing_configs(configs)
     if missing:
@@ -109,12 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         data=Path(args.data),
         work_dir=Path(args.work_dir),
         configs=configs,
-        from_scratch=args.from_scratch,
+        scenes=tuple(args.scenes),
+        arms=tuple(args.arms),
+        seeds=tuple(args.seeds) if args.seeds else (args.seed,),
         stage_iters=args.stage_iters,
         iters=args.iters,
-        seed=args.seed,
-        seeds=tuple(args.seeds) if args.seeds else None,
         json=Path(args.json) if args.json else None,
+        committed=None if args.committed.lower() == "none" else Path(args.committed),
         scene_seed=args.scene_seed,
         threads=args.threads,
         device=args.device,
