@@ -47,10 +47,21 @@ def test_consistent_colours_serve_both(tmp_path):
     assert result["global_accuracy"] > 0.95 and result["per_image_accuracy"] > 0.95
 
 
-def test_generated_scenes_hold_the_per_image_variation(tmp_path):
-    write_scenes(tmp_path, seed=0, num_train=30, num_val=10, size=64)
-    result = colour_cue_check(tmp_path)
-    assert result["per_image_accuracy"] - result["global_accuracy"] > 0.3
+def test_the_cue_set_holds_the_per_image_cue_and_the_control_set_does_not(tmp_path):
+    """The bounds the demo's sets are made to: on the cue set a global colour table
+    labels at most half the validation pixels and each image's own class colours at
+    least 90%; on the control set (colours per region) the image's own class colours
+    add little to the global table. (The demo's full sets, 200 + 50 images at 128
+    pixels: 43% / 92% and 44% / 48%, docs/demo.md.)"""
+    results = {}
+    for mode in ("image", "region"):
+        write_scenes(tmp_path / mode, seed=0, num_train=40, num_val=12, size=64, colours=mode)
+        results[mode] = colour_cue_check(tmp_path / mode)
+    cue, control = results["image"], results["region"]
+    assert cue["global_accuracy"] <= 0.5 and cue["per_image_accuracy"] >= 0.9
+    assert control["global_accuracy"] <= 0.5
+    assert control["per_image_accuracy"] - control["global_accuracy"] < 0.15
+    assert control["per_image_accuracy"] < 0.6
 
 
 def test_missing_set(tmp_path):

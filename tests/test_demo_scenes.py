@@ -143,3 +143,61 @@ def test_command_line(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "Warning" not in run.stderr
     assert tree_bytes(tmp_path / "a") == tree_bytes(tmp_path / "b")
+
+
+def test_the_control_set_has_the_same_layouts_and_no_per_image_colour():
+    """colours="region": the same label maps (the layout is drawn first), the same
+    texture families, but a class's colour drawn per colour cell, so that it varies
+    inside an image as much as the cue set's does between images."""
+    within = {"image": [], "region": []}
+    for index in range(30):
+        scenes = {
+            mode: generate_scene(scene_rng(2, "train", index), 96, 96, colours=mode)
+            for mode in ("image", "region")
+        }
+        assert np.array_equal(scenes["image"][1], scenes["region"][1])
+        for mode, (img, label) in scenes.items():
+            for value in np.unique(label):
+                mask = label == value
+                if value in (0, 7) or mask.sum() < 800:  # 7 = speckle: no single hue
+                    continue
+                quarters = []
+                for rows in (slice(0, 48), slice(48, 96)):
+                    for cols in (slice(0, 48), slice(48, 96)):
+                        part = np.zeros_like(mask)
+                        part[rows, cols] = mask[rows, cols]
+                        if part.sum() > 150:
+                            quarters.append(mean_hue(img, part))
+                if len(quarters) >= 2:
+                    d = [min(abs(a - b), 360 - abs(a - b)) for a in quarters for b in quarters]
+                    within[mode].append(max(d))
+    assert len(within["image"]) >= 10 and len(within["region"]) >= 10
+    assert np.median(within["image"]) < 20  # one colour per class and image
+    assert np.median(within["region"]) > 60  # several colour cells, several modes
+
+
+def test_colours_argument_is_checked_and_recorded(tmp_path):
+    with pytest.raises(ValueError, match="colours must be one of"):
+        generate_scene(scene_rng(0, "train", 0), 32, 32, colours="pixel")
+    with pytest.raises(ValueError, match="colours must be one of"):
+        write_scenes(tmp_path / "x", num_train=1, num_val=1, size=24, colours="cell")
+    assert (
+        main(
+            [
+                "--out",
+                str(tmp_path / "c"),
+                "--num-train",
+                "1",
+                "--num-val",
+                "1",
+                "--size",
+                "24",
+                "--colours",
+                "region",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "c" / "scenes.json").read_text())["colours"] == "region"
+    meta = write_scenes(tmp_path / "d", num_train=1, num_val=1, size=24)
+    assert meta["colours"] == "image" and meta["size"] == 24
