@@ -101,13 +101,18 @@ def test_baselines_differ_only_by_the_classifier(baseline):
 
 def test_demo_twins_differ_only_by_the_classifier():
     condnet = load_config(CONFIGS / "demo" / "condnet_r18-d8_scenes.py")
-    plain = load_config(CONFIGS / "demo" / "plain_r18-d8_scenes.py")
-    overrides = dict(plain.model.overrides)
-    assert overrides.pop("classifier") == "plain" and overrides == condnet.model.overrides
-    assert dataclasses.replace(plain, model=condnet.model) == condnet
+    assert "classifier" not in condnet.model.overrides  # CondNet's own classifier
+    for classifier in ("plain", "cac"):
+        twin = load_config(CONFIGS / "demo" / f"{classifier}_r18-d8_scenes.py")
+        overrides = dict(twin.model.overrides)
+        assert overrides.pop("classifier") == classifier
+        assert overrides == condnet.model.overrides
+        assert dataclasses.replace(twin, model=condnet.model) == condnet
     assert condnet.model.config.backbone == "resnet18_v1c" and not condnet.model.pretrained_backbone
-    assert condnet.runner.max_iters == 300 and condnet.data.workers_per_gpu == 0
-    assert condnet.data.crop_size == (96, 96) and condnet.data.root == "data/scenes"
+    assert condnet.runner.max_iters == 250 and condnet.data.workers_per_gpu == 0
+    assert condnet.data.crop_size == (64, 64) and condnet.data.samples_per_gpu == 16
+    assert (condnet.optimizer.type, condnet.optimizer.lr) == ("AdamW", 0.002)
+    assert condnet.data.root == "data/scenes/cue"
 
 
 @pytest.mark.parametrize("iters", [20, 40, 80, 160])
