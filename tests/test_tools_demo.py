@@ -6,7 +6,6 @@ committed report, the defaults and the argument checks."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -39,21 +38,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def tables_to_the_current_stdout(monkeypatch):
-    """The demo's tables printed to ``sys.stdout`` as it is when they are printed.
-
-    ``stats.print_run`` and ``stats.print_summary`` take ``stream=sys.stdout`` as a
-    default argument, bound when the module is imported, so capsys would not see them."""
-    for name in ("print_run", "print_summary"):
-        table = getattr(stats, name)
-
-        def to_stdout(*args, _table=table, **kwargs):
-            return _table(*args, stream=sys.stdout, **kwargs)
-
-        monkeypatch.setattr(demo_run, name, to_stdout)
 
 
 @pytest.fixture()
@@ -231,6 +215,22 @@ def test_one_seed_trains_the_stage_and_three_arms(tiny_configs, in_tmp, capsys):
     assert "wrote the" not in out  # the twins are kept
     again = json.loads((run / "results.json").read_text())
     assert _metrics(again) == _metrics(results)
+    assert json.loads((run / "plan.json").read_text())["stage_iterations"] == 2
+
+    # Other budgets over the finished run: refused (its twins and arms were made from
+    # the 2-iteration stage), nothing retrained; --fresh retrains.
+    changed = _argv(data, work, tiny_configs)
+    changed[changed.index("--stage-iters") + 1] = "3"
+    assert demo.main(changed) == 1
+    err = capsys.readouterr().err
+    assert "holds a run made with other settings (stage_iterations: 2 then, 3 now)" in err
+    assert "--fresh" in err
+    assert json.loads((run / "results.json").read_text())["stage_iterations"] == 2
+    assert demo.main([*changed, "--fresh"]) == 0
+    capsys.readouterr()
+    redone = json.loads((run / "results.json").read_text())
+    assert (redone["stage_iterations"], redone["iterations"]) == (3, 5)
+    assert redone["arms"]["cac"]["curve"][1][0] == 3  # CAC's start, after the new stage
 
 
 def _arm(label: str) -> str:
@@ -375,6 +375,8 @@ def test_defaults_write_under_the_current_folder(in_tmp, monkeypatch, capsys):
         (["--seeds", "0,x"], "argument --seeds: expected comma-separated integers"),
         (["--seeds", "1,1"], "argument --seeds: expected distinct seeds"),
         (["--seeds", "3"], "--seeds needs at least two seeds"),
+        (["--seeds", "0,1", "--seed", "2"], "--seed and --seeds: give one of them"),
+        (["--json", "x.json"], "--json is where --seeds writes its report; it needs --seeds"),
         (["--arms", "condnet"], "--arms must include plain"),
         (["--arms", "plain,foo"], "argument --arms: expected distinct comma-separated names"),
         (["--scenes", "foo"], "argument --scenes: expected distinct comma-separated names"),
@@ -414,6 +416,11 @@ def test_demo_settings_defaults():
     settings = demo_run.DemoSettings()
     assert settings.scenes == ("cue",) and settings.seeds == (0,)
     assert settings.arms == ("plain", "condnet", "cac")
+
+
+def test_write_twin_checks_the_arm_first(tmp_path):
+    with pytest.raises(ValueError, match="arm must be 'condnet' or 'cac'"):
+        write_twin("plain", tmp_path / "missing.pth", tmp_path / "twin.pth", tmp_path / "c.py")
 
 
 @pytest.mark.parametrize("arm", ["plain", "foo"])

@@ -42,7 +42,8 @@ class SceneDataset(LayoutDataset):
     """The generated scenes, read as ADE20K with :data:`SCENE_CLASSES` (8 classes).
 
     Args:
-        root: the folder given to ``--out`` (default ``data/scenes``).
+        root: the folder given to ``--out`` (default ``data/scenes/cue``, the demo's
+            cue set; ``data/scenes/control`` is its control set).
         split: ``"train"`` or ``"val"``.
         pipeline, on_corrupt: see :class:`~condnet.data.SegDataset`.
 
@@ -51,7 +52,7 @@ class SceneDataset(LayoutDataset):
 
     CLASSES = SCENE_CLASSES
     PALETTE = SCENE_PALETTE
-    DEFAULT_ROOT = "data/scenes"
+    DEFAULT_ROOT = "data/scenes/cue"
     LAYOUT = ADE_LAYOUT
     FOLDERS = ADE20KDataset.FOLDERS
     SPLITS = ADE_SPLITS

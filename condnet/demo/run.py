@@ -65,6 +65,7 @@ __all__ = [
     "SCENES",
     "DemoSettings",
     "TrainingStopped",
+    "check_plan",
     "default_configs",
     "ensure_scenes",
     "load_committed",
@@ -175,6 +176,26 @@ def _score_twin(config, weights: Path, device, val_set) -> dict:
     return score(model.eval(), val_set, device)
 
 
+def check_plan(run_dir: Path, plan: dict, fresh: bool) -> None:
+    """Records in ``<run_dir>/plan.json`` what a run is made with (``plan``: the
+    budgets, the arms' learning rate, the scene set's metadata), so that a resumed
+    run cannot mix trainings made with other settings: raises ValueError naming what
+    changed unless ``fresh`` (which retrains everything)."""
+    path = run_dir / "plan.json"
+    if path.is_file() and not fresh:
+        made = json.loads(path.read_text())
+        changed = {k: (made.get(k), v) for k, v in plan.items() if made.get(k) != v}
+        if changed:
+            listed = "; ".join(
+                f"{k}: {old!r} then, {new!r} now" for k, (old, new) in changed.items()
+            )
+            raise ValueError(
+                f"{run_dir} holds a run made with other settings ({listed}); pass --fresh "
+                "to retrain it, or another --work-dir"
+            )
+    _write_json(plan, path)
+
+
 def run_seed(
     settings: DemoSettings, scenes: str, seed: int, rate: float, committed: dict | None
 ) -> tuple[dict, float]:
@@ -189,6 +210,9 @@ def run_seed(
         raise ValueError(f"the arms' configs must train alike; optimizer.lr: {rates}")
     lr = rates["plain"] * ARM_LR_FACTOR
     stage_iters, arm_iters = settings.stage_iters, settings.iters
+    scene_set = json.loads((settings.data / scenes / "scenes.json").read_text())
+    plan = {"stage_iterations": stage_iters, "arm_iterations": arm_iters, "arm_lr": lr}
+    check_plan(run_dir, {**plan, "scene_set": scene_set}, settings.fresh)
     print(f"\n== {scenes} scenes, seed {seed} -> {run_dir} ==", flush=True)
     start = time.perf_counter()
     val_set = build_dataset(configs["plain"], "val")

@@ -98,6 +98,8 @@ def write_twin(arm: str, plain_checkpoint: Path, out: Path, config: Path) -> Non
     logits compared in float64 before anything is written. CAC's takes every plain
     tensor, strictly, and leaves only the projections (``proj``, ``apd_proj``) at
     their initialisation."""
+    if arm not in ("condnet", "cac"):
+        raise ValueError(f"arm must be 'condnet' or 'cac'; got {arm!r}")
     model = load_config(config, ["model.pretrained_backbone=False"]).model.config
     plain = build_model(dataclasses.replace(model, classifier="plain"))
     load_tensors(plain, read_state_dict(plain_checkpoint), target="the plain model")
@@ -106,14 +108,12 @@ def write_twin(arm: str, plain_checkpoint: Path, out: Path, config: Path) -> Non
         diff = check_warm_start(plain, twin)
         note = f"its logits equal the plain model's (largest difference {diff:.2g} in float64)"
         meta: dict[str, object] = {"layout": model.layout, "warm_start_max_logit_difference": diff}
-    elif arm == "cac":
+    else:
         twin = build_model(model)
         fresh = [k for k in twin.state_dict() if ".proj." in k or ".apd_proj." in k]
         load_tensors(twin, plain.state_dict(), optional=fresh, target="the CAC twin")
         note = f"its static logits are the plain model's; {len(fresh)} projection tensors fresh"
         meta = {"fresh": fresh}
-    else:
-        raise ValueError(f"arm must be 'condnet' or 'cac'; got {arm!r}")
     meta["converted_from"] = os.path.abspath(plain_checkpoint)
     save_atomic({"state_dict": twin.state_dict(), "meta": meta}, out)
     print(f"wrote the {arm} twin of the plain stage to {out}: {note}")

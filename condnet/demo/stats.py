@@ -378,7 +378,7 @@ def _committed_text(entry: dict) -> str:
     )
 
 
-def print_run(record: dict, committed: dict | None = None, stream: TextIO = sys.stdout) -> None:
+def print_run(record: dict, committed: dict | None = None, stream: TextIO | None = None) -> None:
     """The validation table of one run (its ``results.json`` record): a row per arm
     (mIoU, mAcc, aAcc, guidance accuracy, training time), then each conditional
     arm's mIoU gain over plain.
@@ -386,8 +386,9 @@ def print_run(record: dict, committed: dict | None = None, stream: TextIO = sys.
     ``committed``: a summary (:func:`summarize`) of the committed multi-seed run;
     each gain line then says where the committed interval for this scene set lies
     and whether this run's gain is inside it, and the committed lines of the other
-    scene set follow.
+    scene set follow. ``stream``: where to print (None: ``sys.stdout`` at the call).
     """
+    stream = sys.stdout if stream is None else stream
     _check_run(0, record)
     arms = record["arms"]
     scenes = record["scenes"]
@@ -431,10 +432,11 @@ def print_run(record: dict, committed: dict | None = None, stream: TextIO = sys.
                 print(f"{other!r} set, {LABELS[arm]} - plain: {text}", file=stream)
 
 
-def print_summary(summary: dict, stream: TextIO = sys.stdout) -> None:
+def print_summary(summary: dict, stream: TextIO | None = None) -> None:
     """The paired comparison of :func:`summarize`: per scene set and conditional arm,
     the mean mIoU difference from plain, its interval, how often the arm was ahead
-    and the mean mIoUs."""
+    and the mean mIoUs (to ``stream``; None: ``sys.stdout`` at the call)."""
+    stream = sys.stdout if stream is None else stream
     print("\npaired mIoU differences from the plain classifier over seeds:", file=stream)
     for scenes in SCENE_SETS:
         for arm in CONDITIONAL:

@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=ARM_ITERS,
         help=f"iterations of each arm after the stage ({ARM_ITERS})",
     )
-    parser.add_argument("--seed", type=int, default=0, help="training seed (0)")
+    parser.add_argument("--seed", type=int, default=None, help="training seed (0)")
     parser.add_argument(
         "--seeds",
         type=_seed_list,
@@ -130,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--arms must include plain (the baseline the others are compared with)")
     if args.seeds is not None and len(args.seeds) < 2:
         parser.error("--seeds needs at least two seeds; use --seed for one")
+    if args.seeds is not None and args.seed is not None:
+        parser.error("--seed and --seeds: give one of them")
+    if args.json is not None and args.seeds is None:
+        parser.error("--json is where --seeds writes its report; it needs --seeds")
     configs = Path(args.configs) if args.configs else default_configs()
     missing = missing_configs(configs)
     if missing:
@@ -142,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configs=configs,
         scenes=tuple(args.scenes),
         arms=tuple(args.arms),
-        seeds=tuple(args.seeds) if args.seeds else (args.seed,),
+        seeds=tuple(args.seeds) if args.seeds else (args.seed or 0,),
         stage_iters=args.stage_iters,
         iters=args.iters,
         json=Path(args.json) if args.json else None,
