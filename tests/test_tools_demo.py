@@ -418,6 +418,14 @@ def test_demo_settings_defaults():
     assert settings.arms == ("plain", "condnet", "cac")
 
 
+def test_a_report_of_another_format_is_not_compared_with(tmp_path, capsys):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"summary": {"warm_start": {"seeds": 3}}}))
+    assert demo_run.load_committed(old) is None
+    assert "is not a report of this demo's multi-seed run" in capsys.readouterr().out
+    assert demo_run.load_committed(None) is None
+
+
 def test_write_twin_checks_the_arm_first(tmp_path):
     with pytest.raises(ValueError, match="arm must be 'condnet' or 'cac'"):
         write_twin("plain", tmp_path / "missing.pth", tmp_path / "twin.pth", tmp_path / "c.py")

@@ -165,7 +165,11 @@ def load_committed(path: Path | None) -> dict | None:
     if not path.is_file():
         print(f"(no committed multi-seed results at {path}: the run is shown alone)")
         return None
-    return json.loads(path.read_text())["summary"]
+    summary = json.loads(path.read_text()).get("summary")
+    if not isinstance(summary, dict) or not summary or not set(summary) <= set(SCENE_SETS):
+        print(f"({path} is not a report of this demo's multi-seed run: the run is shown alone)")
+        return None
+    return summary
 
 
 def _score_twin(config, weights: Path, device, val_set) -> dict:
