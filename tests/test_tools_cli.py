@@ -165,11 +165,11 @@ def test_configs_lists_the_packaged_configs(capsys):
     assert {name: Path(path) for name, path in rows} == packaged_configs()
     assert configs.main(["SCENES"]) == 0  # a substring, in any case
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert names == [DEMO, "plain_r18-d8_scenes"]
+    assert names == ["cac_r18-d8_scenes", DEMO, "plain_r18-d8_scenes"]
     assert configs.main(["scenez"]) == 1
     assert capsys.readouterr().err == (
         "error: no packaged config name contains 'scenez'; close matches: "
-        f"{DEMO}, plain_r18-d8_scenes\n"
+        f"cac_r18-d8_scenes, {DEMO}, plain_r18-d8_scenes\n"
     )
 
 
@@ -177,7 +177,7 @@ def test_complexity_takes_a_config_name(capsys):
     from condnet.tools import complexity
 
     assert complexity.main([DEMO, "--depth", "0"]) == 0
-    assert capsys.readouterr().out.startswith(f"{DEMO} at input 1x3x96x96\n")
+    assert capsys.readouterr().out.startswith(f"{DEMO} at input 1x3x64x64\n")
     with pytest.raises(SystemExit):
         complexity.main(["plain_r18-d8_scene", "--depth", "0"])
     assert "configs like it: plain_r18-d8_scenes" in capsys.readouterr().err
