@@ -147,7 +147,7 @@ def test_wheel_runs_by_config_name_outside_the_checkout(fresh_env, tmp_path):
     assert typo.returncode == 2 and f"close matches: {DEMO}" in typo.stderr
     scenes = ["--num-train", "2", "--num-val", "1", "--size", "48"]
     _ok(_run([bin_dir / "condnet-make-scenes", *scenes], cwd, env))
-    assert (cwd / "data" / "scenes").is_dir()
+    assert (cwd / "data" / "scenes" / "cue").is_dir()  # where the configs read
     options = ["runner.max_iters=1", "data.samples_per_gpu=2", "checkpoint.interval=1"]
     train = [bin_dir / "condnet-train", DEMO, "--no-validate", "--cfg-options", *options]
     _ok(_run(train, cwd, env))

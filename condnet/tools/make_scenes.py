@@ -2,7 +2,7 @@
 
 Example::
 
-    python tools/make_scenes.py --out data/scenes/cue --seed 0 --num-train 200 --num-val 50 --size 128
+    python tools/make_scenes.py --out data/scenes/cue --num-train 200 --num-val 50 --size 128
     python tools/make_scenes.py --out data/scenes/control --colours region --size 128
 
 The files are byte-identical for a given seed (and the same numpy and Pillow).
@@ -23,7 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog=command_name("make_scenes"),
         description="Write the generated scene set (ADE20K layout, 8 classes).",
     )
-    parser.add_argument("--out", default="data/scenes", help="output root (data/scenes)")
+    parser.add_argument(
+        "--out",
+        default="data/scenes/cue",
+        help="output root (data/scenes/cue, where the configs read; the demo writes the "
+        "control set to data/scenes/control)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-train", type=int, default=200)
     parser.add_argument("--num-val", type=int, default=50)
