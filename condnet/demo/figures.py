@@ -441,7 +441,7 @@ def _check_curves(panels: object) -> dict[str, dict[str, list[list[tuple[float, 
 def _check_curve(curve: object, where: str) -> list[tuple[float, float]]:
     if isinstance(curve, (str, np.ndarray)) or not isinstance(curve, Sequence) or not curve:
         raise ValueError(f"{where} must be a non-empty list of (iteration, mIoU %) points")
-    points = []
+    points: list[tuple[float, float]] = []
     for j, point in enumerate(curve):
         if isinstance(point, str) or not isinstance(point, Sequence) or len(point) != 2:
             raise ValueError(f"{where}[{j}] must be an (iteration, mIoU %) pair; got {point!r}")
@@ -497,7 +497,7 @@ def _vertical_text(text: str, font) -> Image.Image:
 
 
 def learning_curves_figure(
-    panels: dict[str, dict[str, list[list[tuple[int, float]]]]],
+    panels: Mapping[str, Mapping[str, Sequence[Sequence[Sequence[float]]]]],
     title: str,
     *,
     panel_size: tuple[int, int] = (450, 380),
@@ -656,7 +656,7 @@ def learning_curves_figure(
 
 
 def save_learning_curves(
-    panels: dict[str, dict[str, list[list[tuple[int, float]]]]],
+    panels: Mapping[str, Mapping[str, Sequence[Sequence[Sequence[float]]]]],
     title: str,
     path: str | Path,
 ) -> Path:

@@ -150,7 +150,15 @@ def ensure_scenes(root: Path, seed: int, colours: str) -> None:
             print(f"using the scene set in {root}")
             return
     start = time.perf_counter()
-    write_scenes(root, seed=seed, overwrite=True, colours=colours, **SCENES)
+    write_scenes(
+        root,
+        seed=seed,
+        num_train=SCENES["num_train"],
+        num_val=SCENES["num_val"],
+        size=SCENES["size"],
+        overwrite=True,
+        colours=colours,
+    )
     print(
         f"wrote {SCENES['num_train']} training and {SCENES['num_val']} validation scenes "
         f"(colours per {colours}) to {root} in {time.perf_counter() - start:.0f} s"
