@@ -1,5 +1,5 @@
 # The generated scene set, 8 classes (condnet.data.scenes), made with
-#   python tools/make_scenes.py --out data/scenes/cue --seed 0 --num-train 200 --num-val 50 --size 128
+#   python tools/make_scenes.py --out data/scenes/cue --num-train 200 --num-val 50 --size 128
 # (--colours region for the control set). Images are 128 pixels high and 96-170 wide, so
 # the (256, 128) scale keeps them at their own size (the short side becomes 128).
 # Training rescales by 0.75-1.5x (narrower than mmseg's 0.5-2x: a class's texture
