@@ -6,15 +6,17 @@ For each scene set it runs (``cue``, the set with the per-image colour cue, by
 default; ``control``, the set without it, too in the multi-seed run) it writes the
 set (:mod:`condnet.demo.scenes`) unless it is already there, and measures what
 colour alone gives a global and a per-image classifier on it
-(:func:`condnet.demo.colour_cue_check`). For each seed it trains the three arms
-of :mod:`condnet.demo.stages` and saves into ``<work_dir>/<scenes>-seed<seed>/``:
+(:func:`condnet.demo.colour_cue_check`). For each seed it trains the shared plain
+stage and the arms of :mod:`condnet.demo.stages` and saves into
+``<work_dir>/<scenes>-seed<seed>/``:
 
 - ``predictions.png``: image | ground truth | one column per arm, titled, with a
   class-colour legend, one row per validation image;
 - ``masks.png``: the conditional classifiers' class masks (CondNet's guidance,
   CAC's static logits), each tile titled with the arm's IoU for the class;
 - ``curves.png``: validation mIoU against iteration for each arm;
-- ``results.json``: every metric, the learning curves, the thread count, times.
+- ``results.json``: every metric, the learning curves, the thread count, times;
+- ``plan.json``: the budgets and scene set the run is made with (:func:`check_plan`).
 
 It prints a table per run (mIoU, mAcc, aAcc, guidance accuracy, wall time per
 arm) with each conditional arm's difference to plain next to the committed
@@ -74,15 +76,16 @@ __all__ = [
     "run_seed",
 ]
 
-#: The scene sets' size (both sets alike); ``colours`` per set: the per-image cue
-#: (``"image"``) or none (``"region"``), see :func:`condnet.demo.scenes.generate_scene`.
+#: The scene sets' size (both sets alike).
 SCENES = dict(num_train=200, num_val=50, size=128)
+#: How each set draws a class's colours: per image (the per-image cue) or per region
+#: (none); see :func:`condnet.demo.scenes.generate_scene`.
 COLOURS = {"cue": "image", "control": "region"}
 #: The committed multi-seed results (``make demo-seeds``), relative to the current
 #: folder: a one-seed run prints its differences next to their intervals.
 COMMITTED = Path("benchmarks/results/demo_scenes.json")
 # Seconds per training iteration on the quiet 2-core machine at 2 threads, for the
-# ETA of the first arm (later arms use the measured rate).
+# ETA of the first training (later ones use the measured rate).
 PRIOR_SECONDS_PER_ITER = 0.55
 
 
