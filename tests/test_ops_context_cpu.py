@@ -1,7 +1,7 @@
 """What is particular to the C++ CPU kernels of CAC's ops (context_pool,
 cosine_classify, their backwards, and the fused context_aware_classifier over
 them): float16/bfloat16 against a float64 truth on both product paths
-(csrc/cpu/products.h: CONDNET_CPU_PRODUCTS=auto|float32), shapes of many
+(csrc/cpu/products.h: CONDNET_CPU_PRODUCTS=auto|float32|16bit), shapes of many
 chunks with a partial last tile, OpenMP threads, the released division
 (eps=0) and the C++ checks of direct op calls. Every kernel backend's shared
 tests are in test_ops_context.py."""
@@ -17,7 +17,8 @@ pytestmark = needs_extension
 
 CAPS = torch._C._cpu._get_cpu_capability()
 NATIVE_BF16 = bool(CAPS.get("avx512_bf16") or CAPS.get("amx_bf16"))
-PRODUCTS = ["auto", "float32"]
+PRODUCTS = ["auto", "float32", "16bit"]
+BAD_SETTING = "CONDNET_CPU_PRODUCTS must be 'auto', 'float32' or '16bit'"
 HALF = [torch.bfloat16, torch.float16]
 
 
@@ -203,6 +204,92 @@ def test_the_mass_gradient_alone_and_with_the_centres():
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", HALF)
+def test_the_16bit_mass_gradient_alone_and_with_the_centres(dtype, monkeypatch):
+    """The 16-bit path's fused softmax backward (csrc/cpu/softmax_tile.h) with
+    each combination of the centres' and the masses' gradients, against
+    autograd of the specification in float64 on the same rounded inputs; 1147
+    pixels, so a partial last tile."""
+    monkeypatch.setenv("CONDNET_CPU_PRODUCTS", "16bit")
+    inputs, _ = _inputs(2, 24, 9, 31, 37, seed=9)
+    x, gw, gb = (t.to(dtype) for t in inputs[:3])
+    g, centres, mass = torch.ops.condnet.context_pool(x, gw, gb)
+    gen = torch.Generator().manual_seed(10)
+    dc = torch.randn(centres.shape, generator=gen, dtype=torch.float64)
+    dm = torch.randn(mass.shape, generator=gen, dtype=torch.float64) / 100
+    for grads in ((None, None, dm), (None, dc, dm), (None, dc, None)):
+        leaves = [t.double().requires_grad_() for t in (x, gw, gb)]
+        outs = reference.context_pool(*leaves)
+        pairs = [(o, d) for o, d in zip(outs, grads, strict=True) if d is not None]
+        want = torch.autograd.grad([o for o, _ in pairs], leaves, [d for _, d in pairs])
+        got = torch.ops.condnet.context_pool_backward(
+            *(
+                d if d is None else d.to(c.dtype)
+                for d, c in zip(grads, (g, centres, mass), strict=True)
+            ),
+            x,
+            gw,
+            g,
+            centres,
+            mass,
+            [True, True, True],
+        )
+        # Measured: at most 1.3e-2 (bfloat16) and 1.7e-3 (float16) of each
+        # gradient's largest entry (9.1e-3 and 9.0e-4 with float32 products).
+        frac = 3e-2 if dtype == torch.bfloat16 else 4e-3
+        for name, a, b in zip(("dx", "dw", "db"), got, want, strict=True):
+            torch.testing.assert_close(
+                a.double(),
+                b,
+                rtol=0,
+                atol=frac * b.abs().max().item(),
+                msg=lambda m, n=name, gr=grads: f"{n}, grads {[d is not None for d in gr]}: {m}",
+            )
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_the_fused_softmax_is_exact_to_the_outputs_rounding(dtype, monkeypatch):
+    """Without a guide bias the stored 16-bit logits g are the logits the
+    16-bit path's softmax ran on, so the masses (sum_n p) and the guide
+    bias's gradient (sum_n ds, ds = p (dm - sum_k p dm)) can be checked
+    against float64 from g alone: each within half a unit in the last place
+    of its 16-bit result (plus float32 noise). An error of the fused loops'
+    own exp (softmax_tile.h) above ~2e-4 would show in float16, far below the
+    tolerances of the tests against the float64 truth."""
+    monkeypatch.setenv("CONDNET_CPU_PRODUCTS", "16bit")
+    inputs, _ = _inputs(4, 24, 40, 31, 37, seed=12)
+    x, gw = inputs[0].to(dtype), (inputs[1] * 4).to(dtype)  # logits spread over ~40
+    half_ulp = torch.finfo(dtype).eps / 2
+    g, centres, mass = torch.ops.condnet.context_pool(x, gw, None)
+    p = torch.softmax(g.double().flatten(2), dim=1)  # (B, K, N)
+    torch.testing.assert_close(mass.double(), p.sum(-1), rtol=half_ulp + 1e-5, atol=1e-6)
+    dm = torch.randn(mass.shape, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    _, _, db = torch.ops.condnet.context_pool_backward(
+        None, None, dm.to(dtype), x, gw, g, centres, mass, [False, False, True]
+    )
+    dm = dm.to(dtype).double().unsqueeze(-1)
+    want = (p * (dm - (p * dm).sum(1, keepdim=True))).sum((0, 2))
+    torch.testing.assert_close(db.double(), want, rtol=half_ulp + 1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("products", ["16bit", "float32"])
+def test_nan_in_the_guide_logits_stays_nan(products, monkeypatch):
+    """A NaN pixel of x makes its guide logits NaN: the pooling over it is NaN
+    everywhere, as the specification's is, on either product path (the fused
+    softmax's exp keeps NaN, whatever its sign bit)."""
+    monkeypatch.setenv("CONDNET_CPU_PRODUCTS", products)
+    inputs, _ = _inputs(1, 16, 5, 8, 9, seed=11)
+    x, gw, gb = (t.bfloat16() for t in inputs[:3])
+    for value in (float("nan"), -float("nan")):
+        x_bad = x.clone()
+        x_bad[0, :, 3, 4] = value
+        g, centres, mass = torch.ops.condnet.context_pool(x_bad, gw, gb)
+        want = reference.context_pool(x_bad.double(), gw.double(), gb.double())
+        for name, a, b in zip(("g", "centres", "mass"), (g, centres, mass), want, strict=True):
+            assert torch.equal(a.isnan(), b.isnan()), name
+        assert centres.isnan().all() and mass.isnan().all()
+
+
 def test_direct_calls_are_checked_in_cpp():
     x, v = _cosine_inputs(eps_pixel_zero=False)
     logits, x_norm = torch.ops.condnet.cosine_classify(x, v, 1e-12)
@@ -228,7 +315,7 @@ def test_a_bad_products_setting_names_the_variable(monkeypatch):
     monkeypatch.setenv("CONDNET_CPU_PRODUCTS", "bf16")
     x, v = _cosine_inputs(eps_pixel_zero=False)
     x, v = x.bfloat16(), v.bfloat16()
-    with pytest.raises(ValueError, match="CONDNET_CPU_PRODUCTS must be 'auto' or 'float32'"):
+    with pytest.raises(ValueError, match=BAD_SETTING):
         torch.ops.condnet.cosine_classify(x, v, 1e-12)
-    with pytest.raises(ValueError, match="CONDNET_CPU_PRODUCTS must be 'auto' or 'float32'"):
+    with pytest.raises(ValueError, match=BAD_SETTING):
         torch.ops.condnet.context_pool(x, v[0], None)

@@ -1,6 +1,7 @@
 """The C++ CPU kernels' two product paths for 16-bit features (csrc/cpu/products.h):
 16-bit GEMMs where the CPU multiplies 16-bit natively (avx512_bf16, amx_bf16), float32
-elsewhere or with CONDNET_CPU_PRODUCTS=float32. Both must stay close to a float64
+elsewhere or with CONDNET_CPU_PRODUCTS=float32; CONDNET_CPU_PRODUCTS=16bit takes the
+16-bit path on any CPU, so these tests reach it everywhere. Both must stay close to a float64
 truth, for every output and gradient of class_pool (its dx term of the dynamic
 classifier included) and dynamic_classify."""
 
@@ -15,7 +16,8 @@ pytestmark = needs_extension
 
 CAPS = torch._C._cpu._get_cpu_capability()
 NATIVE_BF16 = bool(CAPS.get("avx512_bf16") or CAPS.get("amx_bf16"))
-PRODUCTS = ["auto", "float32"]
+PRODUCTS = ["auto", "float32", "16bit"]
+BAD_SETTING = "CONDNET_CPU_PRODUCTS must be 'auto', 'float32' or '16bit'"
 
 
 def _inputs(seed=0):
@@ -73,6 +75,20 @@ def test_the_native_path_is_taken_where_the_cpu_has_it(monkeypatch):
     assert any(not torch.equal(a, b) for a, b in zip(native, widened, strict=True))
 
 
+def test_16bit_forces_the_16bit_path_on_any_cpu(monkeypatch):
+    """16bit gives what auto gives where the CPU multiplies bfloat16 natively,
+    and differs from float32 (their roundings differ) on every CPU."""
+    monkeypatch.setenv("CONDNET_CPU_PRODUCTS", "16bit")
+    forced = _everything("extension", torch.bfloat16)
+    monkeypatch.setenv("CONDNET_CPU_PRODUCTS", "float32")
+    widened = _everything("extension", torch.bfloat16)
+    assert any(not torch.equal(a, b) for a, b in zip(forced, widened, strict=True))
+    if NATIVE_BF16:
+        monkeypatch.setenv("CONDNET_CPU_PRODUCTS", "auto")
+        for a, b in zip(forced, _everything("extension", torch.bfloat16), strict=True):
+            assert torch.equal(a, b)
+
+
 def test_float32_and_float64_ignore_the_setting(monkeypatch):
     x, gw, gb, w, b = make_inputs(1, 9, 4, 5, 7, dtype=torch.float32)
     monkeypatch.setenv("CONDNET_CPU_PRODUCTS", "auto")
@@ -85,7 +101,7 @@ def test_float32_and_float64_ignore_the_setting(monkeypatch):
 def test_a_bad_setting_names_the_variable(monkeypatch):
     monkeypatch.setenv("CONDNET_CPU_PRODUCTS", "bf16")
     x, gw, _, _, _ = make_inputs(1, 3, 2, 2, 2, dtype=torch.bfloat16)
-    with pytest.raises(ValueError, match="CONDNET_CPU_PRODUCTS must be 'auto' or 'float32'"):
+    with pytest.raises(ValueError, match=BAD_SETTING):
         ops.class_pool(x, gw, backend="extension")
     torch.testing.assert_close(  # the reference does not read it
         ops.class_pool(x, gw, backend="reference")[1], reference.class_pool(x, gw)[1]

@@ -16,7 +16,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
+#include "convert16.h"
 #include "vector_loops.h"
 
 namespace condnet::cpu {
@@ -104,25 +106,87 @@ inline void subtract_scaled_x(const at::Tensor& dx_tile, const at::Tensor& x_til
       });
 }
 
+// One pass over the gradient's rows: out[k] = dy[k] / r, and, where q is not
+// null, q = sum_k dy[k] y[k] turned into the coefficient of x.
+template <class Acc, class T, class O>
+CONDNET_MULTIVERSION void cosine_grad_rows(const T* dy, int64_t dy_ld, const T* y, int64_t y_ld,
+                                           const Acc* x_norm, Acc eps, int64_t K, int64_t len,
+                                           O* out, int64_t out_ld, Acc* r, Acc* q) {
+#pragma omp simd
+  for (int64_t t = 0; t < len; ++t) r[t] = x_norm[t] < eps ? eps : x_norm[t];  // NaN stays NaN
+  if (q != nullptr) {
+#pragma omp simd
+    for (int64_t t = 0; t < len; ++t) q[t] = 0;
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const T* d = dy + k * dy_ld;
+    O* o = out + k * out_ld;
+    if (q != nullptr) {
+      const T* yk = y + k * y_ld;
+#pragma omp simd
+      for (int64_t t = 0; t < len; ++t) {
+        const Acc v = load_as<Acc>(d, t);
+        store_as(o, t, v / r[t]);
+        q[t] += v * load_as<Acc>(yk, t);
+      }
+    } else {
+#pragma omp simd
+      for (int64_t t = 0; t < len; ++t) store_as(o, t, load_as<Acc>(d, t) / r[t]);
+    }
+  }
+  if (q != nullptr) {
+    // The clamp's gradient mask: where it is active the norm is a constant.
+#pragma omp simd
+    for (int64_t t = 0; t < len; ++t) {
+      q[t] = x_norm[t] >= eps ? q[t] / (r[t] * x_norm[t]) : Acc(0);
+    }
+  }
+}
+
 struct CosineTileGrad {
-  at::Tensor scaled;  // (K, T) in the accumulation dtype: dy / r
+  at::Tensor scaled;  // (K, T): dy / r, in `out`'s dtype
   at::Tensor x_coef;  // (T) in the accumulation dtype, or undefined where not asked for
 };
 
-// dy and y (K, T) as stored; x_norm (T) in the accumulation dtype acc.
+// dy and y (K, T) as stored (one dtype); x_norm (T) in the accumulation
+// dtype; out (K, T) receives dy / r in its own dtype: the accumulation dtype,
+// or the 16-bit products' dtype (dy's), written once, straight from dy.
 inline CosineTileGrad cosine_tile_grad(const at::Tensor& dy, const at::Tensor& y,
                                        const at::Tensor& x_norm, double eps, bool with_coef,
-                                       at::ScalarType acc) {
-  const at::Tensor r = x_norm.clamp_min(eps);
-  const at::Tensor dya = dy.to(acc);
-  CosineTileGrad out;
-  out.scaled = dya.div(r);
-  if (with_coef) {
-    // The clamp's gradient mask: where it is active the norm is a constant.
-    const at::Tensor q = at::mul(dya, y).sum(0);
-    out.x_coef = at::where(x_norm >= eps, q.div_(r * x_norm), 0.0);
-  }
-  return out;
+                                       const at::Tensor& out) {
+  TORCH_CHECK(dy.scalar_type() == y.scalar_type() && dy.stride(1) == 1 && y.stride(1) == 1 &&
+                  out.stride(1) == 1 && x_norm.is_contiguous(),
+              "condnet: internal error: cosine_tile_grad takes tiles with contiguous rows and "
+              "dy, y of one dtype");
+  const int64_t K = dy.size(0), T = dy.size(1);
+  const auto acc = x_norm.scalar_type();
+  at::Tensor r = at::empty({T}, x_norm.options());
+  CosineTileGrad grad;
+  grad.scaled = out;
+  if (with_coef) grad.x_coef = at::empty({T}, x_norm.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, dy.scalar_type(), "condnet::cosine_tile_grad", [&] {
+        using Acc = at::opmath_type<scalar_t>;
+        TORCH_CHECK(acc == c10::CppTypeToScalarType<Acc>::value,
+                    "condnet: internal error: x_norm must be in ", c10::toString(acc));
+        Acc* q = with_coef ? grad.x_coef.mutable_data_ptr<Acc>() : nullptr;
+        const auto run = [&](auto* o) {
+          using O = std::remove_pointer_t<decltype(o)>;
+          cosine_grad_rows<Acc, scalar_t, O>(dy.const_data_ptr<scalar_t>(), dy.stride(0),
+                                             y.const_data_ptr<scalar_t>(), y.stride(0),
+                                             x_norm.const_data_ptr<Acc>(), static_cast<Acc>(eps), K,
+                                             T, o, out.stride(0), r.mutable_data_ptr<Acc>(), q);
+        };
+        if (out.scalar_type() == acc) {
+          run(out.mutable_data_ptr<Acc>());
+        } else {
+          TORCH_CHECK(out.scalar_type() == dy.scalar_type(),
+                      "condnet: internal error: cosine_tile_grad writes in ", c10::toString(acc),
+                      " or in dy's dtype");
+          run(out.mutable_data_ptr<scalar_t>());
+        }
+      });
+  return grad;
 }
 
 }  // namespace condnet::cpu

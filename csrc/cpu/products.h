@@ -8,9 +8,11 @@
 // are widened to float32, tile by tile. Either way the kernels keep their own
 // sums across tiles, chunks and images in float32.
 //
-// CONDNET_CPU_PRODUCTS=float32 keeps the float32 products on any CPU (the
-// tests compare the two paths); unset or "auto" chooses as above. It is read
-// on every call, so it can be changed at run time.
+// CONDNET_CPU_PRODUCTS=float32 keeps the float32 products on any CPU;
+// CONDNET_CPU_PRODUCTS=16bit runs the 16-bit ones on any CPU (where it has no
+// instructions for them they are emulated, slowly: it is there so the tests
+// reach the 16-bit path everywhere); unset or "auto" chooses as above. It is
+// read on every call, so it can be changed at run time.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -39,14 +41,19 @@ inline bool native_16bit_products(at::ScalarType dtype) {
   return dtype == at::kBFloat16 ? bf16 : dtype == at::kHalf ? fp16 : false;
 }
 
-inline bool float32_products_forced() {
+enum class ProductSetting { kAuto, kFloat32, k16Bit };
+
+inline ProductSetting product_setting() {
   const char* value = std::getenv("CONDNET_CPU_PRODUCTS");
-  if (value == nullptr || *value == '\0' || std::strcmp(value, "auto") == 0) return false;
-  TORCH_CHECK_VALUE(std::strcmp(value, "float32") == 0,
-                    "the environment variable CONDNET_CPU_PRODUCTS must be 'auto' or 'float32', "
-                    "got '",
+  if (value == nullptr || *value == '\0' || std::strcmp(value, "auto") == 0) {
+    return ProductSetting::kAuto;
+  }
+  if (std::strcmp(value, "float32") == 0) return ProductSetting::kFloat32;
+  TORCH_CHECK_VALUE(std::strcmp(value, "16bit") == 0,
+                    "the environment variable CONDNET_CPU_PRODUCTS must be 'auto', 'float32' or "
+                    "'16bit', got '",
                     value, "'");
-  return true;
+  return ProductSetting::k16Bit;
 }
 
 }  // namespace detail
@@ -54,8 +61,12 @@ inline bool float32_products_forced() {
 // The dtype of the operands of the matrix products for features of `dtype`.
 inline at::ScalarType product_type(at::ScalarType dtype) {
   if (dtype != at::kBFloat16 && dtype != at::kHalf) return dtype;
-  if (detail::native_16bit_products(dtype) && !detail::float32_products_forced()) return dtype;
-  return acc_type(dtype);
+  switch (detail::product_setting()) {
+    case detail::ProductSetting::kFloat32: return acc_type(dtype);
+    case detail::ProductSetting::k16Bit: return dtype;
+    case detail::ProductSetting::kAuto: break;
+  }
+  return detail::native_16bit_products(dtype) ? dtype : acc_type(dtype);
 }
 
 }  // namespace condnet::cpu

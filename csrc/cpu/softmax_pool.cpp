@@ -4,13 +4,16 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <optional>
 #include <vector>
 
 #include "../kernel_host.h"
 #include "cosine_tile.h"
 #include "output_memory.h"
 #include "products.h"
+#include "softmax_tile.h"
 #include "tiling.h"
+#include "widen_tile.h"
 
 namespace condnet::cpu {
 namespace {
@@ -31,7 +34,8 @@ PooledSums softmax_pool_forward(const at::Tensor& x, const at::Tensor& weight,
   const bool widened = prod == acc;  // products in the accumulation dtype
   const auto acc_opts = x.options().dtype(acc);
   const at::Tensor wp = per_image(weight.to(prod).contiguous(), B);
-  const at::Tensor ba = bias.defined() ? bias.to(acc).view({K, 1}) : at::zeros({K, 1}, acc_opts);
+  const at::Tensor ba =
+      bias.defined() ? bias.to(acc).contiguous().view({K, 1}) : at::zeros({K, 1}, acc_opts);
   const Chunks chunks(N);
   const int64_t tile = tile_pixels(prod);
   // The (image, chunk) partial sums are megabytes, written once per call:
@@ -42,27 +46,34 @@ PooledSums softmax_pool_forward(const at::Tensor& x, const at::Tensor& weight,
   for_each_chunk(B, chunks, [&](int64_t b, int64_t c, int64_t start, int64_t stop) {
     at::Tensor sums = partial[b][c].zero_();
     at::Tensor mass = with_mass ? mass_partial[b][c].zero_() : at::Tensor();
+    const std::optional<SoftmaxScratch> scratch =
+        widened ? std::nullopt
+                : std::make_optional<SoftmaxScratch>(K, std::min(tile, stop - start), acc_opts);
     for (int64_t n0 = start; n0 < stop; n0 += tile) {
       const int64_t T = std::min(tile, stop - n0);
       const at::Tensor xt = x[b].narrow(1, n0, T).to(prod);  // (C, T)
       at::Tensor g_tile = g3[b].narrow(1, n0, T);            // (K, T)
-      at::Tensor logits;                                     // (K, T) in acc
+      if (!widened) {
+        // 16-bit products: W x is rounded once, as eager's matmul is; the
+        // softmax, g and the rounded p for the pooling product in one fused
+        // pass (softmax_tile.h).
+        const at::Tensor p = at::empty({K, T}, x.options().dtype(prod));
+        softmax_forward_tile(at::mm(wp[b], xt), ba, g_tile, p, mass, *scratch);
+        add_widened(sums, at::mm(p, xt.t()));
+        continue;
+      }
+      at::Tensor logits;  // (K, T) in acc
       if (g_tile.scalar_type() == acc) {
         // Straight into g: a BLAS output may have a row stride (N here).
         at::addmm_out(g_tile, ba, wp[b], xt);
         logits = g_tile;
       } else {
-        // A 16-bit product is rounded once, as eager's matmul is.
-        logits = widened ? at::addmm(ba, wp[b], xt) : at::mm(wp[b], xt).to(acc).add_(ba);
+        logits = at::addmm(ba, wp[b], xt);
         g_tile.copy_(logits);
       }
       const at::Tensor p = at::_softmax(logits, 0, false);
       if (mass.defined()) mass.add_(p.sum(1));
-      if (widened) {
-        sums.addmm_(p, xt.t());
-      } else {
-        sums.add_(at::mm(p.to(prod), xt.t()));
-      }
+      sums.addmm_(p, xt.t());
     }
   });
   PooledSums out;
@@ -96,7 +107,7 @@ void pool_backward(const PoolGradients& grads) {
   at::Tensor cls_dw_part = empty_output({B, cls_dw ? chunks.count : 0, K2, C}, acc_opts);
   const at::Tensor dsums = grads.grad_sums.defined() ? grads.grad_sums.to(prod) : at::Tensor();
   const at::Tensor dmass =
-      grads.grad_mass.defined() ? grads.grad_mass.to(acc).unsqueeze(-1) : at::Tensor();
+      grads.grad_mass.defined() ? grads.grad_mass.to(acc).contiguous().unsqueeze(-1) : at::Tensor();
   // dx is one product per tile, dx = L [ds; P; dy'], with L = [W^T, grad_sums^T,
   // w^T] of the terms that flow (C, 2K + K2 at most), stacked once per image.
   at::Tensor dx_left;  // (B, C, right_rows)
@@ -113,6 +124,11 @@ void pool_backward(const PoolGradients& grads) {
     at::Tensor dw = need_dw ? dw_part[b][c].zero_() : at::Tensor();
     at::Tensor db = need_db ? db_part[b][c].zero_() : at::Tensor();
     at::Tensor cdw = cls_dw ? cls_dw_part[b][c].zero_() : at::Tensor();
+    // The fused softmax (softmax_tile.h) where the products are 16-bit.
+    const bool fused = with_p && !widened;
+    const std::optional<SoftmaxScratch> scratch =
+        fused ? std::make_optional<SoftmaxScratch>(K, std::min(tile, stop - start), acc_opts)
+              : std::nullopt;
     for (int64_t n0 = start; n0 < stop; n0 += tile) {
       const int64_t T = std::min(tile, stop - n0);
       // (C, T) in prod, converted once and only where a product needs it.
@@ -121,48 +137,55 @@ void pool_backward(const PoolGradients& grads) {
         if (!xt_cache.defined()) xt_cache = x[b].narrow(1, n0, T).to(prod);
         return xt_cache;
       };
-      at::Tensor p, ds;  // (K, T) each, in acc
-      if (with_p) {
-        p = at::_softmax(grads.logits[b].narrow(1, n0, T).to(acc), 0, false);
-        at::Tensor dp;  // dP = grad_sums x + grad_mass
-        if (dsums.defined()) {
-          dp = at::mm(dsums[b], xt()).to(acc);
-          if (dmass.defined()) dp.add_(dmass[b]);
-        } else {
-          dp = dmass[b].expand({K, T});
-        }
-        ds = at::_softmax_backward_data(dp, p, 0, acc);
-        if (grads.grad_logits.defined()) ds.add_(grads.grad_logits[b].narrow(1, n0, T));
-      } else if (pooled) {
-        ds = grads.grad_logits[b].narrow(1, n0, T).to(acc);
-      }
-      at::Tensor cls_grad, x_coef;  // (K2, T): dy, or dy / r in acc for cosine; (T) in acc
-      if (cls_dx || cls_dw) {
-        cls_grad = cls.grad_logits[b].narrow(1, n0, T);
-        if (cls.cosine()) {
-          const CosineTileGrad cosine =
-              cosine_tile_grad(cls_grad, cls.logits[b].narrow(1, n0, T),
-                               cls.x_norm[b].narrow(0, n0, T), cls.eps, cls_dx, acc);
-          cls_grad = cosine.scaled;
-          x_coef = cosine.x_coef;
-        }
-      }
-      // dx's right factor [ds; P; dy'] in prod, each block converted once
+      // dx's right factor [ds; P; dy'] in prod, each block written once
       // straight into place; the ds and dy' blocks serve dw and the
       // classifier's dw too.
-      at::Tensor ds_p, cls_rows;
+      const at::Tensor right =
+          need_dx ? at::empty({right_rows, T}, x.options().dtype(prod)) : at::Tensor();
+      const at::Tensor p_rows = need_dx && dsums.defined() ? right.narrow(0, K, K) : at::Tensor();
+      at::Tensor ds_p = need_dx && pooled ? right.narrow(0, 0, K) : at::Tensor();  // ds in prod
+      at::Tensor ds;  // (K, T) in acc, unless fused
+      if (fused) {
+        if (!ds_p.defined()) ds_p = at::empty({K, T}, x.options().dtype(prod));
+        softmax_backward_tile(
+            grads.logits[b].narrow(1, n0, T),
+            dsums.defined() ? at::mm(dsums[b], xt()) : at::Tensor(),
+            dmass.defined() ? dmass[b] : at::Tensor(),
+            grads.grad_logits.defined() ? grads.grad_logits[b].narrow(1, n0, T) : at::Tensor(),
+            ds_p, p_rows, db, *scratch);
+      } else if (pooled) {
+        if (with_p) {
+          const at::Tensor p = at::_softmax(grads.logits[b].narrow(1, n0, T).to(acc), 0, false);
+          at::Tensor dp;  // dP = grad_sums x + grad_mass
+          if (dsums.defined()) {
+            dp = at::mm(dsums[b], xt());
+            if (dmass.defined()) dp.add_(dmass[b]);
+          } else {
+            dp = dmass[b].expand({K, T});
+          }
+          ds = at::_softmax_backward_data(dp, p, 0, acc);
+          if (grads.grad_logits.defined()) add_widened(ds, grads.grad_logits[b].narrow(1, n0, T));
+          if (p_rows.defined()) p_rows.copy_(p);
+        } else {
+          ds = grads.grad_logits[b].narrow(1, n0, T).to(acc);
+        }
+        if (ds_p.defined()) ds_p.copy_(ds);
+        if (db.defined()) db.add_(ds.sum(1));
+      }
+      at::Tensor cls_rows, x_coef;  // (K2, T) in prod: dy, or dy / r for cosine; (T) in acc
+      if (cls_dx || cls_dw) {
+        const at::Tensor dy = cls.grad_logits[b].narrow(1, n0, T);
+        cls_rows = cls_dx ? right.narrow(0, right_rows - K2, K2) : at::Tensor();
+        if (cls.cosine()) {
+          if (!cls_rows.defined()) cls_rows = at::empty({K2, T}, x.options().dtype(prod));
+          x_coef = cosine_tile_grad(dy, cls.logits[b].narrow(1, n0, T),
+                                    cls.x_norm[b].narrow(0, n0, T), cls.eps, cls_dx, cls_rows)
+                       .x_coef;
+        } else {
+          cls_rows = cls_rows.defined() ? cls_rows.copy_(dy) : dy.to(prod);
+        }
+      }
       if (need_dx) {
-        const at::Tensor right = at::empty({right_rows, T}, x.options().dtype(prod));
-        int64_t row = 0;
-        if (pooled) {
-          ds_p = right.narrow(0, 0, K).copy_(ds);
-          row = K;
-        }
-        if (dsums.defined()) {
-          right.narrow(0, row, K).copy_(p);
-          row += K;
-        }
-        if (cls_dx) cls_rows = right.narrow(0, row, K2).copy_(cls_grad);
         at::Tensor dx_tile = grads.dx[b].narrow(1, n0, T);
         if (dx_tile.scalar_type() == prod) {
           // Straight into dx: a BLAS output may have a row stride (N here).
@@ -174,20 +197,18 @@ void pool_backward(const PoolGradients& grads) {
           dx_tile.copy_(sum);
         }
       }
-      if (cdw.defined() && !cls_rows.defined()) cls_rows = cls_grad.to(prod);
       if (dw.defined()) {
         if (widened) {
           dw.addmm_(ds, xt().t());
         } else {
-          dw.add_(at::mm(ds_p.defined() ? ds_p : ds.to(prod), xt().t()));
+          add_widened(dw, at::mm(ds_p.defined() ? ds_p : ds.to(prod), xt().t()));
         }
       }
-      if (db.defined()) db.add_(ds.sum(1));
       if (cdw.defined()) {
         if (widened) {
           cdw.addmm_(cls_rows, xt().t());
         } else {
-          cdw.add_(at::mm(cls_rows, xt().t()));
+          add_widened(cdw, at::mm(cls_rows, xt().t()));
         }
       }
     }
