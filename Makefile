@@ -137,8 +137,8 @@ demo-seeds: demo-install
 # The ade and ade-b8 rows twice each, interleaved; the sweeps once. About 17
 # minutes on the quiet 2-core machine (estimated from the previous run's
 # per-row times). Then CAC's whole classifier (cac: the fused op against
-# eager and compile of the released formulation) at ade in float32 and
-# amp-bfloat16, twice each, interleaved, into cpu_kernels_cac.
+# eager and compile of the released formulation) at ade and ade-b8 in float32
+# and amp-bfloat16, twice each, interleaved, into cpu_kernels_cac.
 # The CondNet ops the first three runs time (cac has its own run and files).
 BENCH_CONDNET_OPS = class_pool,dynamic_classify,project,classifier
 bench: install
@@ -154,7 +154,7 @@ bench: install
 		--shapes ade --ops $(BENCH_CONDNET_OPS) \
 		--json $(RESULTS)/cpu_kernels_amp.json --markdown $(RESULTS)/cpu_kernels_amp.md
 	$(PY) benchmarks/run_kernels.py --device cpu --dtype float32,amp-bfloat16 --budget 0.5 \
-		--repeat 2 --shapes ade --ops cac --providers eager,compile,extension \
+		--repeat 2 --shapes ade,ade-b8 --ops cac --providers eager,compile,extension \
 		--json $(RESULTS)/cpu_kernels_cac.json --markdown $(RESULTS)/cpu_kernels_cac.md
 
 clean:
