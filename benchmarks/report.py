@@ -18,6 +18,7 @@ import condnet
 from condnet.engine.dist import device_name
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS_EXCLUDE = ":(exclude)benchmarks/results"
 PROVIDER_ORDER = ("eager", "compile", "extension", "triton", "released")
 # The CPU features that decide how fast the ops' products and streams can
 # run (/proc/cpuinfo's names): x86 vector and matrix units, then Arm's.
@@ -54,12 +55,14 @@ def _git(*args: str) -> str | None:
 
 
 def commit() -> str | None:
-    """Short HEAD, with "-dirty" when tracked files differ from it; None
-    outside a git checkout."""
+    """Short HEAD, with "-dirty" when tracked files other than the committed
+    results differ from it (`make bench`'s later commands run after its
+    earlier ones have rewritten benchmarks/results, which changes no code);
+    None outside a git checkout."""
     head = _git("rev-parse", "--short", "HEAD")
     if head is None:
         return None
-    changes = _git("status", "--porcelain", "--untracked-files=no")
+    changes = _git("status", "--porcelain", "--untracked-files=no", "--", ".", RESULTS_EXCLUDE)
     return f"{head}-dirty" if changes else head
 
 

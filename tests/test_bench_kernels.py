@@ -273,6 +273,29 @@ def test_environment_names_the_machine(runs):
     assert rec["cpu_allocator"] and rec["page_faults_per_call"] >= 0
 
 
+def test_the_commit_is_dirty_for_code_not_for_results(tmp_path, monkeypatch):
+    """make bench's later commands run after its earlier ones rewrote the
+    committed results: that alone must not mark the commit dirty."""
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "r.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    head = report.commit()
+    assert head and not head.endswith("-dirty")
+    (results / "r.md").write_text("new\n")
+    assert report.commit() == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert report.commit() == f"{head}-dirty"
+
+
 def test_notes_hold_the_work_model_table():
     """benchmarks/NOTES.md's roofline table is what kernel_cases.work gives
     at the named shapes (python benchmarks/roofline_table.py prints it)."""
