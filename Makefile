@@ -134,11 +134,11 @@ demo-seeds: demo-install
 # its backward takes 4-13 s a call at K >= 256) and their plot, in float32;
 # the whole classifier at ade-b8 (B=8) in float32 and amp-bfloat16; every op
 # at ade in amp-bfloat16 (bf16 features, float32 parameters, under autocast).
-# The ade and ade-b8 rows twice each, interleaved; the sweeps once. About 17
-# minutes on the quiet 2-core machine (estimated from the previous run's
-# per-row times). Then CAC's whole classifier (cac: the fused op against
-# eager and compile of the released formulation) at ade and ade-b8 in float32
-# and amp-bfloat16, twice each, interleaved, into cpu_kernels_cac.
+# The ade and ade-b8 rows twice each, interleaved; the sweeps once. Then
+# CAC's whole classifier (cac: the fused op against eager and compile of the
+# released formulation) at ade and ade-b8 in float32 and amp-bfloat16, twice
+# each, interleaved, into cpu_kernels_cac. The four commands took 13 minutes
+# on the quiet 2-core machine (after the build).
 # The CondNet ops the first three runs time (cac has its own run and files).
 BENCH_CONDNET_OPS = class_pool,dynamic_classify,project,classifier
 bench: install
