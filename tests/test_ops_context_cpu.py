@@ -183,23 +183,33 @@ def test_the_released_division_gives_nan_at_a_zero_pixel_only():
     torch.testing.assert_close(clamped[finite], want[finite], rtol=1e-10, atol=1e-10)
 
 
+def _pool_backward_cases(x, gw, gb, mass_scale=1.0):
+    """context_pool_backward with each combination of the centres' and the
+    masses' gradients (given in the outputs' dtype), and autograd of the
+    specification in float64 on the same inputs: yields (which gradients
+    flow, got, want)."""
+    g, centres, mass = torch.ops.condnet.context_pool(x, gw, gb)
+    gen = torch.Generator().manual_seed(10)
+    dc = torch.randn(centres.shape, generator=gen, dtype=torch.float64)
+    dm = torch.randn(mass.shape, generator=gen, dtype=torch.float64) * mass_scale
+    for grads in ((None, None, dm), (None, dc, dm), (None, dc, None)):
+        leaves = [t.detach().double().clone().requires_grad_() for t in (x, gw, gb)]
+        outs = reference.context_pool(*leaves)
+        pairs = [(o, d) for o, d in zip(outs, grads, strict=True) if d is not None]
+        want = torch.autograd.grad([o for o, _ in pairs], leaves, [d for _, d in pairs])
+        outputs = (g, centres, mass)
+        given = [d if d is None else d.to(o.dtype) for d, o in zip(grads, outputs, strict=True)]
+        got = torch.ops.condnet.context_pool_backward(
+            *given, x, gw, g, centres, mass, [True, True, True]
+        )
+        yield [d is not None for d in grads], got, want
+
+
 def test_the_mass_gradient_alone_and_with_the_centres():
     """context_pool_backward's grad_mass (not reached through the fused op)
     against autograd of the specification."""
     inputs, _ = _inputs(2, 10, 5, 6, 7, seed=9)
-    x, gw, gb = inputs[:3]
-    g, centres, mass = torch.ops.condnet.context_pool(x, gw, gb)
-    gen = torch.Generator().manual_seed(10)
-    dc = torch.randn(centres.shape, generator=gen, dtype=torch.float64)
-    dm = torch.randn(mass.shape, generator=gen, dtype=torch.float64)
-    for grads in ((None, None, dm), (None, dc, dm), (None, dc, None)):
-        leaves = [t.clone().requires_grad_() for t in (x, gw, gb)]
-        outs = reference.context_pool(*leaves)
-        pairs = [(o, d) for o, d in zip(outs, grads, strict=True) if d is not None]
-        want = torch.autograd.grad([o for o, _ in pairs], leaves, [d for _, d in pairs])
-        got = torch.ops.condnet.context_pool_backward(
-            *grads, x, gw, g, centres, mass, [True, True, True]
-        )
+    for _, got, want in _pool_backward_cases(*inputs[:3]):
         for a, b in zip(got, want, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
@@ -213,37 +223,17 @@ def test_the_16bit_mass_gradient_alone_and_with_the_centres(dtype, monkeypatch):
     monkeypatch.setenv("CONDNET_CPU_PRODUCTS", "16bit")
     inputs, _ = _inputs(2, 24, 9, 31, 37, seed=9)
     x, gw, gb = (t.to(dtype) for t in inputs[:3])
-    g, centres, mass = torch.ops.condnet.context_pool(x, gw, gb)
-    gen = torch.Generator().manual_seed(10)
-    dc = torch.randn(centres.shape, generator=gen, dtype=torch.float64)
-    dm = torch.randn(mass.shape, generator=gen, dtype=torch.float64) / 100
-    for grads in ((None, None, dm), (None, dc, dm), (None, dc, None)):
-        leaves = [t.double().requires_grad_() for t in (x, gw, gb)]
-        outs = reference.context_pool(*leaves)
-        pairs = [(o, d) for o, d in zip(outs, grads, strict=True) if d is not None]
-        want = torch.autograd.grad([o for o, _ in pairs], leaves, [d for _, d in pairs])
-        got = torch.ops.condnet.context_pool_backward(
-            *(
-                d if d is None else d.to(c.dtype)
-                for d, c in zip(grads, (g, centres, mass), strict=True)
-            ),
-            x,
-            gw,
-            g,
-            centres,
-            mass,
-            [True, True, True],
-        )
-        # Measured: at most 1.3e-2 (bfloat16) and 1.7e-3 (float16) of each
-        # gradient's largest entry (9.1e-3 and 9.0e-4 with float32 products).
-        frac = 3e-2 if dtype == torch.bfloat16 else 4e-3
+    # Measured: at most 1.3e-2 (bfloat16) and 1.7e-3 (float16) of each
+    # gradient's largest entry (9.1e-3 and 9.0e-4 with float32 products).
+    frac = 3e-2 if dtype == torch.bfloat16 else 4e-3
+    for flowing, got, want in _pool_backward_cases(x, gw, gb, mass_scale=0.01):
         for name, a, b in zip(("dx", "dw", "db"), got, want, strict=True):
             torch.testing.assert_close(
                 a.double(),
                 b,
                 rtol=0,
                 atol=frac * b.abs().max().item(),
-                msg=lambda m, n=name, gr=grads: f"{n}, grads {[d is not None for d in gr]}: {m}",
+                msg=lambda m, n=name, f=flowing: f"{n}, (grad_centres, grad_mass) {f[1:]}: {m}",
             )
 
 
