@@ -126,7 +126,7 @@ def _ms(rec: dict) -> str:
     return f"{rec['median_ms']:.3g} ({rec['q20_ms']:.3g}–{rec['q80_ms']:.3g})"
 
 
-def _ratio(value: float | None) -> str:
+def ratio_text(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
 
@@ -157,8 +157,8 @@ COLUMNS = {
     "provider": lambda r: r["provider"],
     "median ms (q20–q80)": _ms,
     "spread": _spread,
-    "vs eager": lambda r: _ratio(r["speedup_vs_eager"]),
-    "vs compile": lambda r: _ratio(r["speedup_vs_compile"]),
+    "vs eager": lambda r: ratio_text(r["speedup_vs_eager"]),
+    "vs compile": lambda r: ratio_text(r["speedup_vs_compile"]),
     "GB/s": lambda r: f"{r['gbps']:.1f}",
     "TFLOP/s": lambda r: f"{r['tflops']:.3f}",
     "% roofline": _roofline,
@@ -180,7 +180,7 @@ def text_table(records: list[dict]) -> str:
     )
 
 
-def _md(head: list[str], rows: list[list[str]]) -> list[str]:
+def md_table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
         "| " + " | ".join(row) + " |" for row in rows
     ]
@@ -251,7 +251,7 @@ def markdown(records: list[dict]) -> str:
             f"**{dims_text(rows[0])}**" if "=" in label else f"**{label}** ({dims_text(rows[0])})"
         )
         lines += ["", f"{title}, {dtype}:", ""]
-        lines += _md(list(COLUMNS), [[cell(r) for cell in COLUMNS.values()] for r in rows])
+        lines += md_table(list(COLUMNS), [[cell(r) for cell in COLUMNS.values()] for r in rows])
     swept = [r for r in records if r["shape"] in SWEEPS]
     for (sweep, op, mode, dtype), rows in _groups(
         swept, lambda r: (r["shape"], r["op"], r["mode"], r["dtype"])
@@ -271,5 +271,5 @@ def markdown(records: list[dict]) -> str:
                 [str(x), *(ms.get(p, "n/a") for p in providers), f"{at[0]['floor_ms']:.3g}"]
             )
         lines += ["", f"**{sweep}**, {op} {mode}, {dtype} ({fixed}), median ms:", ""]
-        lines += _md([axis, *providers, "roofline floor"], table)
+        lines += md_table([axis, *providers, "roofline floor"], table)
     return "\n".join(lines) + "\n"

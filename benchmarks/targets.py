@@ -18,6 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
+from report import md_table, ratio_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_FILES = ("cpu_kernels.json", "cpu_kernels_b8.json", "cpu_kernels_amp.json")
 DEFAULT_FILES += ("cpu_kernels_cac.json",)
@@ -118,29 +120,25 @@ def verdicts(records: list[dict]) -> list[dict]:
     return out
 
 
-def _ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
-
-
 def markdown(entries: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for e in entries:
-        cells = [
+    rows = [
+        [
             e["op"],
             e["shape"],
             e["precision"],
             e["mode"],
             f"{e['ms']:.3g}",
-            _ratio(e["vs_eager"]),
-            _ratio(e["vs_compile"]),
-            _ratio(e["peak"]),
+            ratio_text(e["vs_eager"]),
+            ratio_text(e["vs_compile"]),
+            ratio_text(e["peak"]),
             f"{e['pct_roofline']:.0f}%",
             ", ".join(e["unsteady"]),
             "met" if not e["missed"] else "missed: " + ", ".join(e["missed"]),
             "; ".join(e["needed"]),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        for e in entries
+    ]
+    return "\n".join(md_table(COLUMNS, rows)) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -143,17 +143,14 @@ CONDNET_MULTIVERSION void cosine_grad_rows(const T* dy, int64_t dy_ld, const T* 
   }
 }
 
-struct CosineTileGrad {
-  at::Tensor scaled;  // (K, T): dy / r, in `out`'s dtype
-  at::Tensor x_coef;  // (T) in the accumulation dtype, or undefined where not asked for
-};
-
 // dy and y (K, T) as stored (one dtype); x_norm (T) in the accumulation
 // dtype; out (K, T) receives dy / r in its own dtype: the accumulation dtype,
 // or the 16-bit products' dtype (dy's), written once, straight from dy.
-inline CosineTileGrad cosine_tile_grad(const at::Tensor& dy, const at::Tensor& y,
-                                       const at::Tensor& x_norm, double eps, bool with_coef,
-                                       const at::Tensor& out) {
+// Returns the coefficient of x in dx, (T) in the accumulation dtype, or an
+// undefined tensor where with_coef is false.
+inline at::Tensor cosine_tile_grad(const at::Tensor& dy, const at::Tensor& y,
+                                   const at::Tensor& x_norm, double eps, bool with_coef,
+                                   const at::Tensor& out) {
   TORCH_CHECK(dy.scalar_type() == y.scalar_type() && dy.stride(1) == 1 && y.stride(1) == 1 &&
                   out.stride(1) == 1 && x_norm.is_contiguous(),
               "condnet: internal error: cosine_tile_grad takes tiles with contiguous rows and "
@@ -161,15 +158,13 @@ inline CosineTileGrad cosine_tile_grad(const at::Tensor& dy, const at::Tensor& y
   const int64_t K = dy.size(0), T = dy.size(1);
   const auto acc = x_norm.scalar_type();
   at::Tensor r = at::empty({T}, x_norm.options());
-  CosineTileGrad grad;
-  grad.scaled = out;
-  if (with_coef) grad.x_coef = at::empty({T}, x_norm.options());
+  const at::Tensor x_coef = with_coef ? at::empty({T}, x_norm.options()) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, dy.scalar_type(), "condnet::cosine_tile_grad", [&] {
         using Acc = at::opmath_type<scalar_t>;
         TORCH_CHECK(acc == c10::CppTypeToScalarType<Acc>::value,
                     "condnet: internal error: x_norm must be in ", c10::toString(acc));
-        Acc* q = with_coef ? grad.x_coef.mutable_data_ptr<Acc>() : nullptr;
+        Acc* q = with_coef ? x_coef.mutable_data_ptr<Acc>() : nullptr;
         const auto run = [&](auto* o) {
           using O = std::remove_pointer_t<decltype(o)>;
           cosine_grad_rows<Acc, scalar_t, O>(dy.const_data_ptr<scalar_t>(), dy.stride(0),
@@ -186,7 +181,7 @@ inline CosineTileGrad cosine_tile_grad(const at::Tensor& dy, const at::Tensor& y
           run(out.mutable_data_ptr<scalar_t>());
         }
       });
-  return grad;
+  return x_coef;
 }
 
 }  // namespace condnet::cpu

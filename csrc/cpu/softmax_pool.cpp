@@ -179,8 +179,7 @@ void pool_backward(const PoolGradients& grads) {
         if (cls.cosine()) {
           if (!cls_rows.defined()) cls_rows = at::empty({K2, T}, x.options().dtype(prod));
           x_coef = cosine_tile_grad(dy, cls.logits[b].narrow(1, n0, T),
-                                    cls.x_norm[b].narrow(0, n0, T), cls.eps, cls_dx, cls_rows)
-                       .x_coef;
+                                    cls.x_norm[b].narrow(0, n0, T), cls.eps, cls_dx, cls_rows);
         } else {
           cls_rows = cls_rows.defined() ? cls_rows.copy_(dy) : dy.to(prod);
         }

@@ -181,13 +181,13 @@ CONDNET_MULTIVERSION void softmax_backward_rows(const T* g, int64_t g_ld, const 
 
 // The scratch one tile's fused softmax needs: (K + 4) x T floats.
 struct SoftmaxScratch {
-  at::Tensor buffer;
-  int64_t width = 0;
+  at::Tensor buffer;  // (K + 4, width)
 
   SoftmaxScratch(int64_t K, int64_t T, const at::TensorOptions& options)
-      : buffer(at::empty({K + 4, T}, options.dtype(at::kFloat))), width(T) {}
+      : buffer(at::empty({K + 4, T}, options.dtype(at::kFloat))) {}
+  int64_t width() const { return buffer.size(1); }
   float* e() const { return buffer.data_ptr<float>(); }
-  float* row(int64_t i) const { return e() + (buffer.size(0) - 4 + i) * width; }
+  float* row(int64_t i) const { return e() + (buffer.size(0) - 4 + i) * width(); }
 };
 
 namespace detail {
@@ -209,7 +209,7 @@ inline void softmax_forward_tile(const at::Tensor& logits, const at::Tensor& bia
                                  const SoftmaxScratch& scratch) {
   const int64_t K = logits.size(0), T = logits.size(1);
   TORCH_CHECK(logits.is_contiguous() && p.is_contiguous() && g.stride(1) == 1 &&
-                  T <= scratch.width && (!mass.defined() || mass.is_contiguous()),
+                  T <= scratch.width() && (!mass.defined() || mass.is_contiguous()),
               "condnet: internal error: softmax_forward_tile's layouts");
   AT_DISPATCH_REDUCED_FLOATING_TYPES(logits.scalar_type(), "condnet::softmax_forward_tile", [&] {
     softmax_forward_rows<scalar_t>(logits.const_data_ptr<scalar_t>(), detail::float_ptr(bias),
@@ -232,7 +232,7 @@ inline void softmax_backward_tile(const at::Tensor& g, const at::Tensor& dp,
   const int64_t K = g.size(0), T = g.size(1);
   const auto dtype = g.scalar_type();
   const auto same = [&](const at::Tensor& t) { return !t.defined() || t.scalar_type() == dtype; };
-  TORCH_CHECK(g.stride(1) == 1 && ds_out.stride(1) == 1 && T <= scratch.width &&
+  TORCH_CHECK(g.stride(1) == 1 && ds_out.stride(1) == 1 && T <= scratch.width() &&
                   (!dp.defined() || dp.is_contiguous()) &&
                   (!grad_logits.defined() || grad_logits.stride(1) == 1) &&
                   (!p_out.defined() || p_out.strides() == ds_out.strides()) &&
