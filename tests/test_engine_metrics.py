@@ -163,6 +163,9 @@ def _reduce_worker(rank, world_size, init_file, pairs, out_file):
             cm.update(torch.from_numpy(pred), torch.from_numpy(label))
         cm.all_reduce()
         torch.save(cm.matrix, f"{out_file}.{rank}")
+        # Both ranks past their last collective before either tears down: gloo
+        # can abort a process whose peer closes the connection first.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

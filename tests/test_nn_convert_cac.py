@@ -225,6 +225,9 @@ def _ddp_worker(rank, world_size, store, results):
             out[static] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             out[f"held_{static}"] = model.cls.recorded
         torch.save(out, f"{results}/rank{rank}.pt")
+        # Both ranks past their last collective before either tears down: gloo
+        # can abort a process whose peer closes the connection first.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -143,6 +143,9 @@ def _ddp_worker(rank, world_size, store, results, steps):
             out[unused] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             out[f"held_{unused}"] = model[2].guide_logits is not None
         torch.save(out, f"{results}/rank{rank}.pt")
+        # Both ranks past their last collective before either tears down: gloo
+        # can abort a process whose peer closes the connection first.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
